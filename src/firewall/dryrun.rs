@@ -1,0 +1,43 @@
+//! The `-n` backend: trusts every control connection and only logs the
+//! rules it would have committed.
+
+use std::net::SocketAddr;
+
+use super::{Error, Firewall, State};
+use crate::log::{self, Level};
+use crate::rule::{Rule, RuleOptions};
+
+/// Logs rule text at debug level; never touches the kernel.
+pub struct DryRun {
+    opts: RuleOptions,
+}
+
+impl DryRun {
+    pub fn new(opts: RuleOptions) -> Self {
+        DryRun { opts }
+    }
+}
+
+impl Firewall for DryRun {
+    fn lookup(&mut self, client: SocketAddr, _server: SocketAddr) -> Result<State, Error> {
+        Ok(State::Tracked {
+            real_client: client.ip(),
+        })
+    }
+
+    fn replace(&mut self, session: u32, _old: &[Rule], new: &[Rule]) -> Result<(), Error> {
+        if log::enabled(Level::Debug) {
+            for r in new {
+                log::log(
+                    Level::Debug,
+                    format_args!("#{session} rule: {}", r.to_pf(&self.opts)),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), Error> {
+        Ok(())
+    }
+}
