@@ -1,0 +1,434 @@
+//! The pipeline: one captured frame in, firewall changes out.
+//!
+//! `Engine::packet` runs decode -> session -> reassembly -> ftp -> policy
+//! -> firewall for one frame; `Engine::tick` does the periodic work
+//! (half-open and rule expiry, state-table re-checks). Time is whatever
+//! the caller says it is (microseconds): the capture's timestamps in
+//! offline mode, so a replay is deterministic.
+//!
+//! The per-packet path allocates nothing: decoding borrows the frame, the
+//! session lives in the table, complete lines are slices of the segment,
+//! and rules are fixed-size values. Logging below LOG_INFO is never
+//! formatted on it, and the commit happens before the `allowing` line is
+//! written, because the data connection is racing that commit.
+
+use std::net::SocketAddr;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use crate::decode::{self, Flags, Link, Segment};
+use crate::firewall::{Firewall, State};
+use crate::ftp::{CommandEvent, Negotiation, ReplyEvent};
+use crate::log::{Level, Vis};
+use crate::logmsg;
+use crate::policy::{self, Denied, RuleSet};
+use crate::rule::Rule;
+use crate::session::{Delivery, Key, Phase, Session, Stream, Table};
+use crate::stats::Stats;
+
+const SECOND: u64 = 1_000_000;
+
+/// Timers, in microseconds.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// A session that has not completed its handshake.
+    pub half_open: u64,
+    /// Rules of one negotiation.
+    pub rule: u64,
+    /// A session with no packets at all (its FIN was lost).
+    pub idle: u64,
+    /// How often the table is purged.
+    pub purge_every: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts { half_open: 30 * SECOND, rule: 180 * SECOND, idle: 86_400 * SECOND, purge_every: 60 * SECOND }
+    }
+}
+
+/// Engine settings.
+#[derive(Clone, Copy, Debug)]
+pub struct Config {
+    pub link: Link,
+    pub max_sessions: usize,
+    pub timeouts: Timeouts,
+    /// Live capture: timestamps are wall-clock, so commit latency can be
+    /// measured from the packet's capture time. Offline, it is measured
+    /// from when the engine got the packet.
+    pub live: bool,
+    /// Re-check established sessions against the state table at purge.
+    pub recheck_state: bool,
+}
+
+/// The whole platform-independent daemon.
+pub struct Engine {
+    cfg: Config,
+    fw: Box<dyn Firewall>,
+    table: Table,
+    next_id: u32,
+    next_purge: u64,
+    pub stats: Stats,
+}
+
+fn now_us() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+}
+
+impl Engine {
+    pub fn new(cfg: Config, fw: Box<dyn Firewall>) -> Self {
+        Engine { table: Table::new(cfg.max_sessions), cfg, fw, next_id: 1, next_purge: 0, stats: Stats::default() }
+    }
+
+    /// Number of live sessions.
+    pub fn sessions(&self) -> usize {
+        self.table.len()
+    }
+
+    /// One captured frame, taken at `ts` microseconds.
+    pub fn packet(&mut self, ts: u64, frame: &[u8]) {
+        let started = Instant::now();
+        self.stats.packets += 1;
+        if ts >= self.next_purge {
+            self.tick(ts);
+        }
+        let seg = match decode::decode(self.cfg.link, frame) {
+            Ok(seg) => seg,
+            Err(d) => {
+                self.stats.drops[d as usize] += 1;
+                logmsg!(Level::Warning, "drop: {}", d.reason());
+                return;
+            }
+        };
+        let src = SocketAddr::new(seg.src, seg.sport);
+        let dst = SocketAddr::new(seg.dst, seg.dport);
+        let key = Key::new(src, dst);
+        let f = seg.flags;
+        if f.has(Flags::SYN) && !f.has(Flags::ACK) {
+            self.syn(ts, key, src, dst, seg.seq);
+            return;
+        }
+        let Some(sess) = self.table.get_mut(&key) else {
+            return;
+        };
+        sess.last_seen = ts;
+        let from_client = src == sess.client;
+        if f.has(Flags::SYN) {
+            if !from_client {
+                self.syn_ack(key, &seg);
+            }
+            return;
+        }
+        if let Phase::SynSent { .. } = sess.phase {
+            return; // nothing is trusted before the server answered
+        }
+        let ctx = Ctx { fw: &mut *self.fw, stats: &mut self.stats, cfg: &self.cfg, ts, started };
+        if ctx.segment(sess, from_client, &seg) {
+            let sess = self.table.remove(&key).expect("session present");
+            self.finish(sess);
+        }
+    }
+
+    fn syn(&mut self, ts: u64, key: Key, client: SocketAddr, server: SocketAddr, isn: u32) {
+        if let Some(s) = self.table.get_mut(&key) {
+            // A retransmitted SYN; never let a SYN reset a live session.
+            if let Phase::SynSent { .. } = s.phase {
+                if s.client == client {
+                    s.phase = Phase::SynSent { client_isn: isn };
+                }
+            }
+            return;
+        }
+        let id = self.next_id;
+        match self.table.insert(key, Session::new(id, client, server, isn, ts)) {
+            Ok(evicted) => {
+                self.next_id = self.next_id.wrapping_add(1).max(1);
+                self.stats.sessions_total += 1;
+                logmsg!(Level::Info, "#{id} session init: client {client}, server {server}");
+                if let Some(old) = evicted {
+                    self.stats.evicted += 1;
+                    logmsg!(Level::Info, "#{} evicted: handshake not completed", old.id);
+                    self.drop_rules(old);
+                }
+            }
+            Err(_) => {
+                self.stats.refused += 1;
+                logmsg!(Level::Warning, "session table full ({}), refusing {client}", self.cfg.max_sessions);
+            }
+        }
+    }
+
+    fn syn_ack(&mut self, key: Key, seg: &Segment<'_>) {
+        let Some(sess) = self.table.get_mut(&key) else { return };
+        let Phase::SynSent { client_isn } = sess.phase else { return };
+        if seg.ack != client_isn.wrapping_add(1) {
+            return; // does not answer this SYN
+        }
+        sess.c2s = Stream::new(client_isn.wrapping_add(1));
+        sess.s2c = Stream::new(seg.seq.wrapping_add(1));
+        let (id, client, server) = (sess.id, sess.client, sess.server);
+        match self.fw.lookup(client, server) {
+            Ok(State::Tracked { real_client }) => {
+                sess.real_client = real_client;
+                sess.phase = Phase::Verified;
+            }
+            Ok(State::NotTracked) => {
+                logmsg!(Level::Notice, "#{id} session not in statetable");
+                self.stats.untracked += 1;
+                self.table.remove(&key);
+            }
+            Err(e) => {
+                logmsg!(Level::Err, "#{id} state lookup failed: {e}");
+                self.stats.untracked += 1;
+                self.table.remove(&key);
+            }
+        }
+    }
+
+    fn drop_rules(&mut self, mut sess: Session) {
+        if sess.rules.is_empty() {
+            return;
+        }
+        let mut old = [NO_RULE; 2];
+        let n = sess.rules.as_array(&mut old);
+        if let Err(e) = self.fw.replace(sess.id, &old[..n], &[]) {
+            logmsg!(Level::Err, "#{} removing rules failed: {e}", sess.id);
+        }
+        sess.rules = RuleSet::EMPTY;
+    }
+
+    fn finish(&mut self, sess: Session) {
+        logmsg!(Level::Info, "#{} session finish", sess.id);
+        self.drop_rules(sess);
+    }
+
+    /// Periodic work; call at least every few seconds (the engine also calls
+    /// it from `packet` when capture time passes the next purge).
+    pub fn tick(&mut self, now: u64) {
+        if now < self.next_purge {
+            return;
+        }
+        self.next_purge = now + self.cfg.timeouts.purge_every;
+        let t = self.cfg.timeouts;
+        // Expired rules first: the session lives on without them.
+        for sess in self.table.iter_mut() {
+            if !sess.rules.is_empty() && sess.rules_expire <= now {
+                let mut old = [NO_RULE; 2];
+                let n = sess.rules.as_array(&mut old);
+                if let Err(e) = self.fw.replace(sess.id, &old[..n], &[]) {
+                    logmsg!(Level::Err, "#{} removing rules failed: {e}", sess.id);
+                }
+                sess.rules = RuleSet::EMPTY;
+                logmsg!(Level::Debug, "#{} rules expired", sess.id);
+            }
+        }
+        let recheck = self.cfg.recheck_state;
+        let fw = &mut *self.fw;
+        let mut gone = Vec::new();
+        self.table.drain_where(
+            |s| {
+                if s.half_open() {
+                    return now.saturating_sub(s.created) >= t.half_open;
+                }
+                if now.saturating_sub(s.last_seen) >= t.idle {
+                    return true;
+                }
+                recheck && matches!(fw.lookup(s.client, s.server), Ok(State::NotTracked))
+            },
+            |s| gone.push(s),
+        );
+        for s in gone {
+            self.finish(s);
+        }
+        self.stats.sessions_active = self.table.len() as u64;
+    }
+
+    /// Remove every rule this process committed (at exit).
+    pub fn shutdown(&mut self) {
+        let sessions: Vec<Session> = self.table.drain().collect();
+        for s in sessions {
+            self.drop_rules(s);
+        }
+        if let Err(e) = self.fw.flush() {
+            logmsg!(Level::Err, "flushing rules failed: {e}");
+        }
+        self.stats.sessions_active = 0;
+    }
+
+    /// The `stats:` line.
+    pub fn stats_line(&mut self) -> String {
+        self.stats.sessions_active = self.table.len() as u64;
+        self.stats.to_string()
+    }
+}
+
+const NO_RULE: Rule = Rule {
+    src: std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+    dst: std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+    port: 0,
+};
+
+/// What one established-session segment needs besides the session.
+struct Ctx<'a> {
+    fw: &'a mut dyn Firewall,
+    stats: &'a mut Stats,
+    cfg: &'a Config,
+    ts: u64,
+    started: Instant,
+}
+
+impl Ctx<'_> {
+    /// Handle one segment of a verified session; true when it ends it.
+    fn segment(mut self, sess: &mut Session, from_client: bool, seg: &Segment<'_>) -> bool {
+        let f = seg.flags;
+        let (this, other) = if from_client { (&mut sess.c2s, &mut sess.s2c) } else { (&mut sess.s2c, &mut sess.c2s) };
+        let plausible = this.plausible(seg.seq) || seq_overlaps(this, seg);
+        if f.has(Flags::RST) {
+            // RFC 5961 spirit: only a reset at the expected point counts.
+            return seg.seq == this.next;
+        }
+        if f.has(Flags::ACK) && plausible {
+            other.peer_acked(seg.ack);
+            if from_client && sess.phase == Phase::Verified && seg.ack == other.next {
+                sess.phase = Phase::Established;
+            }
+        }
+        if sess.phase != Phase::Established {
+            return false;
+        }
+        let this = if from_client { &mut sess.c2s } else { &mut sess.s2c };
+        let data = match this.deliver(seg.seq, seg.payload) {
+            Delivery::Data(d) | Delivery::AfterGap(d) => d,
+            Delivery::Nothing => &[][..],
+            Delivery::OutOfWindow => {
+                self.stats.out_of_window += 1;
+                logmsg!(Level::Debug, "#{} out-of-window segment ignored", sess.id);
+                return false;
+            }
+        };
+        if !data.is_empty() {
+            self.lines(sess, from_client, data);
+        }
+        // FIN counts once the stream reached it.
+        f.has(Flags::FIN) && seq_diff_end(if from_client { &sess.c2s } else { &sess.s2c }, seg)
+    }
+
+    fn lines(&mut self, sess: &mut Session, from_client: bool, data: &[u8]) {
+        use crate::ftp::Command;
+        let id = sess.id;
+        let stats = &mut *self.stats;
+        // Negotiations found in this segment, in order; with more than fit,
+        // the last one wins (each would replace the one before anyway).
+        let mut found: [Option<(Negotiation, LineCopy)>; 4] = [None; 4];
+        let mut n_found = 0;
+        let Session { c2s, s2c, ftp, .. } = sess;
+        let buf = if from_client { &mut c2s.lines } else { &mut s2c.lines };
+        let long = buf.push(data, |line| {
+            if from_client {
+                match ftp.client_line(line) {
+                    CommandEvent::Queued(Command::Malformed) => {
+                        logmsg!(Level::Warning, "#{id} parse_port failed: {}", Vis(line));
+                    }
+                    CommandEvent::Queued(Command::Port(_) | Command::Eprt { .. }) => {
+                        // Logged now: the race only starts with the reply.
+                        logmsg!(Level::Info, "#{id} active: {}", Vis(line));
+                    }
+                    CommandEvent::Overflow => stats.pending_overflow += 1,
+                    _ => {}
+                }
+                return;
+            }
+            match ftp.server_line(line) {
+                ReplyEvent::Negotiated(n) => {
+                    stats.negotiations += 1;
+                    found[n_found.min(found.len() - 1)] = Some((n, LineCopy::new(line)));
+                    n_found += 1;
+                }
+                ReplyEvent::ParseFailed => logmsg!(Level::Warning, "#{id} parse_port failed: {}", Vis(line)),
+                ReplyEvent::Encrypted => logmsg!(Level::Notice, "#{id} control connection encrypted, not followed"),
+                ReplyEvent::None => {}
+            }
+        });
+        self.stats.long_lines += u64::from(long);
+        for (n, line) in found.into_iter().flatten() {
+            self.negotiate(sess, n, &line);
+        }
+    }
+
+    fn negotiate(&mut self, sess: &mut Session, neg: Negotiation, reply: &LineCopy) {
+        let id = sess.id;
+        let new = match policy::rules(neg, sess.client.ip(), sess.server.ip(), sess.real_client) {
+            Ok(set) => set,
+            Err(Denied::LowPort(p)) => {
+                self.stats.denied += 1;
+                logmsg!(Level::Notice, "#{id} denying low port {p} request");
+                return;
+            }
+            Err(Denied::WrongFamily) => {
+                self.stats.denied += 1;
+                logmsg!(Level::Notice, "#{id} denying EPRT for another address family");
+                return;
+            }
+        };
+        let (mut old, mut fresh) = ([NO_RULE; 2], [NO_RULE; 2]);
+        let n_old = sess.rules.as_array(&mut old);
+        let n_new = new.as_array(&mut fresh);
+        match self.fw.replace(id, &old[..n_old], &fresh[..n_new]) {
+            Ok(()) => {
+                let ns = if self.cfg.live {
+                    now_us().saturating_sub(self.ts) * 1000
+                } else {
+                    self.started.elapsed().as_nanos() as u64
+                };
+                self.stats.latency.record(ns);
+                self.stats.committed += 1;
+                sess.rules = new;
+                sess.rules_expire = self.ts + self.cfg.timeouts.rule;
+                if let Negotiation::Passive { .. } = neg {
+                    logmsg!(Level::Info, "#{id} passive: {}", Vis(reply.as_bytes()));
+                }
+                for (i, r) in fresh[..n_new].iter().enumerate() {
+                    if i == 0 {
+                        logmsg!(Level::Info, "#{id} allowing {} to {} port {}", r.src, r.dst, r.port);
+                    } else {
+                        logmsg!(Level::Info, "#{id} passive/nat: also allowing {} to {} port {}", r.src, r.dst, r.port);
+                    }
+                }
+            }
+            Err(e) => {
+                self.stats.failed += 1;
+                logmsg!(Level::Err, "#{id} commit failed: {e}");
+            }
+        }
+    }
+}
+
+/// A reply line kept on the stack so it can be logged after the commit.
+#[derive(Clone, Copy)]
+struct LineCopy {
+    buf: [u8; 128],
+    len: u8,
+}
+
+impl LineCopy {
+    fn new(line: &[u8]) -> Self {
+        let mut c = LineCopy { buf: [0; 128], len: line.len().min(128) as u8 };
+        c.buf[..c.len as usize].copy_from_slice(&line[..c.len as usize]);
+        c
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len as usize]
+    }
+}
+
+/// A segment that starts before `next` but reaches it (retransmission with
+/// new data) is as plausible as one that starts at it.
+fn seq_overlaps(s: &Stream, seg: &Segment<'_>) -> bool {
+    let off = crate::session::seq_diff(seg.seq, s.next);
+    off < 0 && (-(off as i64)) < seg.payload.len() as i64
+}
+
+/// The FIN's sequence number (after the payload) is where the stream is now.
+fn seq_diff_end(s: &Stream, seg: &Segment<'_>) -> bool {
+    seg.seq.wrapping_add(seg.payload.len() as u32) == s.next
+}

@@ -1,0 +1,178 @@
+//! Line reassembly for one direction of a control connection.
+//!
+//! FTP is line-oriented, and a command is only a command when it starts a
+//! line. This module turns in-order stream bytes into complete lines, with
+//! three guarantees the matcher relies on:
+//!
+//! * a line split across any number of segments is seen once, whole;
+//! * bytes are never handed out unless a line ends (`\n`, optional `\r`):
+//!   a partial line waits, so `NOOP ` + `PORT ...\r\n` is one `NOOP` line;
+//! * memory is bounded: a line longer than [`MAX_LINE`] is discarded up to
+//!   its end of line and counted; after a capture gap ([`LineBuf::resync`])
+//!   bytes are discarded until the next end of line, the first boundary we
+//!   can prove.
+//!
+//! Complete lines inside one segment are handed out as slices of it, so the
+//! common case copies nothing; only a partial tail is buffered.
+
+/// Longest line accepted, end of line not included.
+pub const MAX_LINE: usize = 512;
+
+/// Reassembly state of one direction.
+#[derive(Debug, Default)]
+pub struct LineBuf {
+    /// Start of a line whose end has not been seen yet.
+    partial: Vec<u8>,
+    /// Dropping bytes until the next `\n` (long line, or after a gap).
+    discarding: bool,
+}
+
+/// Strip the end-of-line marker's `\r`; None when the line is too long.
+fn finish(line: &[u8]) -> Option<&[u8]> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    (line.len() <= MAX_LINE).then_some(line)
+}
+
+impl LineBuf {
+    /// Feed in-order bytes; `on_line` gets each complete line without its
+    /// end-of-line marker. Returns how many over-long lines were discarded.
+    pub fn push(&mut self, mut data: &[u8], mut on_line: impl FnMut(&[u8])) -> u32 {
+        let mut long = 0;
+        while let Some(nl) = data.iter().position(|&b| b == b'\n') {
+            let (head, rest) = (&data[..nl], &data[nl + 1..]);
+            data = rest;
+            if self.discarding {
+                self.discarding = false;
+                continue;
+            }
+            let whole = if self.partial.is_empty() {
+                finish(head)
+            } else if self.partial.len() + head.len() <= MAX_LINE + 1 {
+                self.partial.extend_from_slice(head);
+                finish(&self.partial)
+            } else {
+                None
+            };
+            match whole {
+                Some(line) => on_line(line),
+                None => long += 1,
+            }
+            self.partial.clear();
+        }
+        if !self.discarding && !data.is_empty() {
+            // +1: the `\r` of the end-of-line marker may already be here.
+            if self.partial.len() + data.len() > MAX_LINE + 1 {
+                self.partial.clear();
+                self.discarding = true;
+                long += 1;
+            } else {
+                self.partial.extend_from_slice(data);
+            }
+        }
+        long
+    }
+
+    /// Bytes were lost before what comes next: drop any partial line and
+    /// everything up to the next end of line.
+    pub fn resync(&mut self) {
+        self.partial.clear();
+        self.discarding = true;
+    }
+
+    /// Bytes held for an unfinished line (for memory accounting).
+    pub fn pending(&self) -> usize {
+        self.partial.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn lines(buf: &mut LineBuf, chunks: &[&[u8]]) -> (Vec<Vec<u8>>, u32) {
+        let mut out = Vec::new();
+        let mut long = 0;
+        for c in chunks {
+            long += buf.push(c, |l| out.push(l.to_vec()));
+        }
+        (out, long)
+    }
+
+    #[test]
+    fn several_lines_in_one_segment() {
+        let (out, _) = lines(&mut LineBuf::default(), &[b"PASV\r\nEPSV\nLIST\r\n"]);
+        assert_eq!(out, vec![b"PASV".to_vec(), b"EPSV".to_vec(), b"LIST".to_vec()]);
+    }
+
+    #[test]
+    fn split_mid_word_is_one_line() {
+        let (out, _) = lines(&mut LineBuf::default(), &[b"PO", b"RT 1,2,3,4,5,6\r", b"\n"]);
+        assert_eq!(out, vec![b"PORT 1,2,3,4,5,6".to_vec()]);
+    }
+
+    #[test]
+    fn smuggled_command_stays_inside_its_line() {
+        let (out, _) = lines(&mut LineBuf::default(), &[b"NOOP ", b"PORT 1,2,3,4,5,6\r\n"]);
+        assert_eq!(out, vec![b"NOOP PORT 1,2,3,4,5,6".to_vec()]);
+    }
+
+    #[test]
+    fn unterminated_line_is_never_handed_out() {
+        let (out, _) = lines(&mut LineBuf::default(), &[b"PORT 1,2,3,4,5,6"]);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn long_line_discarded_to_its_end() {
+        let big = vec![b'A'; MAX_LINE + 10];
+        let (out, long) = lines(&mut LineBuf::default(), &[&big, b"PORT 1,2,3,4,5,6\r\nPASV\r\n"]);
+        assert_eq!(out, vec![b"PASV".to_vec()]);
+        assert_eq!(long, 1);
+    }
+
+    #[test]
+    fn long_line_in_one_segment() {
+        let mut seg = vec![b'A'; MAX_LINE + 1];
+        seg.extend_from_slice(b"\r\nPASV\r\n");
+        let (out, long) = lines(&mut LineBuf::default(), &[&seg]);
+        assert_eq!(out, vec![b"PASV".to_vec()]);
+        assert_eq!(long, 1);
+    }
+
+    #[test]
+    fn max_line_is_accepted_with_crlf_split() {
+        let line = vec![b'A'; MAX_LINE];
+        let (out, long) = lines(&mut LineBuf::default(), &[&line, b"\r", b"\n"]);
+        assert_eq!(long, 0);
+        assert_eq!(out, vec![line]);
+    }
+
+    #[test]
+    fn resync_waits_for_a_proven_boundary() {
+        let mut b = LineBuf::default();
+        let _ = lines(&mut b, &[b"NOO"]);
+        b.resync();
+        let (out, _) = lines(&mut b, &[b"P PORT 1,2,3,4,5,6\r\nPASV\r\n"]);
+        assert_eq!(out, vec![b"PASV".to_vec()]);
+    }
+
+    proptest! {
+        #[test]
+        fn any_segmentation_yields_the_same_lines(
+            text in proptest::collection::vec(prop_oneof![Just(b'\n'), Just(b'\r'), Just(b'P'), any::<u8>()], 0..2000),
+            cuts in proptest::collection::vec(0usize..2000, 0..20),
+        ) {
+            let (whole, long_whole) = lines(&mut LineBuf::default(), &[&text]);
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(text.len())).collect();
+            cuts.sort_unstable();
+            let mut chunks = Vec::new();
+            let mut last = 0;
+            for c in cuts { chunks.push(&text[last..c]); last = c; }
+            chunks.push(&text[last..]);
+            let (split, long_split) = lines(&mut LineBuf::default(), &chunks);
+            prop_assert_eq!(whole, split);
+            prop_assert_eq!(long_whole, long_split);
+        }
+    }
+}

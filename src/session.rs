@@ -1,0 +1,350 @@
+//! Control-connection sessions: the table, the handshake and per-direction
+//! TCP sequence tracking.
+//!
+//! A session starts with a client SYN (the SYN's sender is the client),
+//! learns both initial sequence numbers from the handshake and from then on
+//! accepts only in-order bytes in each direction: a retransmission is not
+//! delivered twice, and a segment that does not continue the stream (a
+//! blind injection with guessed sequence numbers) is ignored and counted.
+//! That closes the hole the original admitted: it trusted any segment of
+//! the 4-tuple.
+//!
+//! A capture that loses a segment the host did receive would stall a
+//! direction forever, so a gap is bridged, but only on proof: the receiver,
+//! in a segment that is itself in sequence, acknowledged bytes up to at
+//! least where the next segment starts. Reassembly then restarts at the
+//! next end of line.
+//!
+//! The table is a hash map keyed by the unordered pair of endpoints (one
+//! lookup per packet, either direction), bounded by `-m`. When full, the
+//! oldest session that has not completed its handshake is evicted, so a
+//! flood of SYNs that never complete cannot lock real clients out.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+
+use crate::ftp::Matcher;
+use crate::policy::RuleSet;
+use crate::reassembly::LineBuf;
+
+/// How far past the proven end of a stream a gap may be bridged.
+const MAX_GAP: u32 = 1 << 20;
+
+/// Sequence-number difference `a - b` on the 32-bit circle.
+#[inline]
+pub fn seq_diff(a: u32, b: u32) -> i32 {
+    a.wrapping_sub(b) as i32
+}
+
+/// What [`Stream::deliver`] decided about a segment's payload.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Delivery<'a> {
+    /// New in-order bytes (a retransmitted prefix already trimmed).
+    Data(&'a [u8]),
+    /// Bytes after a proven capture gap; reassembly must restart.
+    AfterGap(&'a [u8]),
+    /// Nothing new (empty, or entirely retransmitted).
+    Nothing,
+    /// Does not continue the stream: ignored.
+    OutOfWindow,
+}
+
+/// One direction of a control connection.
+#[derive(Debug, Default)]
+pub struct Stream {
+    /// Sequence number of the next byte we expect.
+    pub next: u32,
+    /// Highest sequence number the receiver proved it got (from its ACKs).
+    acked: u32,
+    /// Line reassembly of this direction.
+    pub lines: LineBuf,
+}
+
+impl Stream {
+    /// A stream whose first data byte has sequence number `first`.
+    pub fn new(first: u32) -> Self {
+        Stream { next: first, acked: first, lines: LineBuf::default() }
+    }
+
+    /// True if a segment starting at `seq` is plausible for this side: it
+    /// continues the stream, or starts inside a proven gap.
+    pub fn plausible(&self, seq: u32) -> bool {
+        let off = seq_diff(seq, self.next);
+        off == 0 || (off > 0 && seq_diff(self.acked, seq) >= 0)
+    }
+
+    /// The receiver acknowledged up to `ack`; only call this for segments
+    /// that are themselves [`plausible`](Self::plausible) on their side.
+    pub fn peer_acked(&mut self, ack: u32) {
+        let ahead = seq_diff(ack, self.next);
+        if ahead > 0 && (ahead as u32) <= MAX_GAP && seq_diff(ack, self.acked) > 0 {
+            self.acked = ack;
+        }
+    }
+
+    /// Decide what of `payload`, starting at `seq`, is new stream data.
+    pub fn deliver<'a>(&mut self, seq: u32, payload: &'a [u8]) -> Delivery<'a> {
+        if payload.is_empty() {
+            return Delivery::Nothing;
+        }
+        let off = seq_diff(seq, self.next);
+        let len = payload.len() as i64;
+        if off == 0 {
+            self.next = self.next.wrapping_add(payload.len() as u32);
+            return Delivery::Data(payload);
+        }
+        if off < 0 {
+            let overlap = -(off as i64);
+            if overlap > MAX_GAP as i64 {
+                return Delivery::OutOfWindow;
+            }
+            if overlap >= len {
+                return Delivery::Nothing;
+            }
+            let fresh = &payload[overlap as usize..];
+            self.next = self.next.wrapping_add(fresh.len() as u32);
+            return Delivery::Data(fresh);
+        }
+        if seq_diff(self.acked, seq) >= 0 {
+            // The receiver has every byte before `seq`: the capture lost them.
+            self.next = seq.wrapping_add(payload.len() as u32);
+            self.lines.resync();
+            return Delivery::AfterGap(payload);
+        }
+        Delivery::OutOfWindow
+    }
+}
+
+/// Where a session is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Client SYN seen.
+    SynSent { client_isn: u32 },
+    /// Server SYN/ACK seen and the firewall vouched for the connection.
+    Verified,
+    /// Client completed the handshake.
+    Established,
+}
+
+/// One FTP control connection.
+#[derive(Debug)]
+pub struct Session {
+    /// `#N` in the log.
+    pub id: u32,
+    pub client: SocketAddr,
+    pub server: SocketAddr,
+    /// Client address before NAT, from the state table.
+    pub real_client: IpAddr,
+    pub phase: Phase,
+    /// Capture time of the SYN, microseconds.
+    pub created: u64,
+    /// Capture time of the last packet, microseconds.
+    pub last_seen: u64,
+    /// Client to server.
+    pub c2s: Stream,
+    /// Server to client.
+    pub s2c: Stream,
+    pub ftp: Matcher,
+    /// Rules committed for the current negotiation.
+    pub rules: RuleSet,
+    /// When `rules` expire, microseconds.
+    pub rules_expire: u64,
+}
+
+impl Session {
+    pub fn new(id: u32, client: SocketAddr, server: SocketAddr, client_isn: u32, now: u64) -> Self {
+        Session {
+            id,
+            client,
+            server,
+            real_client: client.ip(),
+            phase: Phase::SynSent { client_isn },
+            created: now,
+            last_seen: now,
+            c2s: Stream::default(),
+            s2c: Stream::default(),
+            ftp: Matcher::default(),
+            rules: RuleSet::EMPTY,
+            rules_expire: 0,
+        }
+    }
+
+    /// True until the client completed the handshake.
+    pub fn half_open(&self) -> bool {
+        self.phase != Phase::Established
+    }
+}
+
+/// Unordered endpoint pair: the same key for both directions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Key(SocketAddr, SocketAddr);
+
+impl Key {
+    pub fn new(a: SocketAddr, b: SocketAddr) -> Self {
+        if a <= b { Key(a, b) } else { Key(b, a) }
+    }
+}
+
+/// Why a session could not be added.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Full {
+    /// Table full of established sessions.
+    Refused,
+}
+
+/// The bounded session table.
+pub struct Table {
+    map: HashMap<Key, Session>,
+    /// Half-open sessions in creation order (may hold stale entries).
+    half_open: VecDeque<(Key, u32)>,
+    max: usize,
+}
+
+impl Table {
+    pub fn new(max: usize) -> Self {
+        Table { map: HashMap::with_capacity(max.min(1 << 16)), half_open: VecDeque::new(), max }
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    pub fn get_mut(&mut self, key: &Key) -> Option<&mut Session> {
+        self.map.get_mut(key)
+    }
+
+    pub fn remove(&mut self, key: &Key) -> Option<Session> {
+        self.map.remove(key)
+    }
+
+    /// Insert a new half-open session; when the table is full, evict the
+    /// oldest half-open one (returned, so its rules can be removed).
+    pub fn insert(&mut self, key: Key, s: Session) -> Result<Option<Session>, Full> {
+        let mut evicted = None;
+        if self.map.len() >= self.max {
+            evicted = self.evict_oldest_half_open();
+            if evicted.is_none() {
+                return Err(Full::Refused);
+            }
+        }
+        self.half_open.push_back((key, s.id));
+        self.map.insert(key, s);
+        if self.half_open.len() > 2 * self.max + 16 {
+            let map = &self.map;
+            self.half_open.retain(|(k, id)| map.get(k).is_some_and(|s| s.id == *id && s.half_open()));
+        }
+        Ok(evicted)
+    }
+
+    fn evict_oldest_half_open(&mut self) -> Option<Session> {
+        while let Some((key, id)) = self.half_open.pop_front() {
+            if self.map.get(&key).is_some_and(|s| s.id == id && s.half_open()) {
+                return self.map.remove(&key);
+            }
+        }
+        None
+    }
+
+    /// Remove and return every session for which `expired` says so.
+    pub fn drain_where(&mut self, mut expired: impl FnMut(&mut Session) -> bool, mut out: impl FnMut(Session)) {
+        let keys: Vec<Key> = self.map.iter_mut().filter_map(|(k, s)| expired(s).then_some(*k)).collect();
+        for k in keys {
+            if let Some(s) = self.map.remove(&k) {
+                out(s);
+            }
+        }
+        let map = &self.map;
+        self.half_open.retain(|(k, id)| map.get(k).is_some_and(|s| s.id == *id && s.half_open()));
+    }
+
+    /// Every session, for periodic work.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Session> {
+        self.map.values_mut()
+    }
+
+    /// Remove everything.
+    pub fn drain(&mut self) -> impl Iterator<Item = Session> + '_ {
+        self.half_open.clear();
+        self.map.drain().map(|(_, s)| s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_order_retransmit_and_overlap() {
+        let mut s = Stream::new(1000);
+        assert_eq!(s.deliver(1000, b"PAS"), Delivery::Data(b"PAS"));
+        assert_eq!(s.deliver(1000, b"PAS"), Delivery::Nothing);
+        assert_eq!(s.deliver(1001, b"ASV\r\n"), Delivery::Data(b"V\r\n"));
+        assert_eq!(s.next, 1008);
+    }
+
+    #[test]
+    fn blind_injection_is_ignored() {
+        let mut s = Stream::new(1000);
+        assert_eq!(s.deliver(5000, b"PORT 1,2,3,4,5,6\r\n"), Delivery::OutOfWindow);
+        assert_eq!(s.deliver(1000u32.wrapping_sub(3_000_000), b"x"), Delivery::OutOfWindow);
+        assert_eq!(s.next, 1000);
+    }
+
+    #[test]
+    fn gap_is_bridged_only_with_proof() {
+        let mut s = Stream::new(1000);
+        assert_eq!(s.deliver(1010, b"PASV\r\n"), Delivery::OutOfWindow);
+        s.peer_acked(1016);
+        assert!(s.plausible(1010));
+        assert_eq!(s.deliver(1010, b"PASV\r\n"), Delivery::AfterGap(b"PASV\r\n"));
+        assert_eq!(s.next, 1016);
+        // An ack beyond the bridgeable distance proves nothing.
+        s.peer_acked(1016 + MAX_GAP + 1);
+        assert_eq!(s.deliver(1016 + 100, b"x"), Delivery::OutOfWindow);
+    }
+
+    #[test]
+    fn wraparound() {
+        let mut s = Stream::new(u32::MAX - 1);
+        assert_eq!(s.deliver(u32::MAX - 1, b"abcd"), Delivery::Data(b"abcd"));
+        assert_eq!(s.next, 2);
+        assert_eq!(s.deliver(0, b"cdef"), Delivery::Data(b"ef"));
+    }
+
+    fn sess(id: u32, port: u16) -> (Key, Session) {
+        let c: SocketAddr = format!("192.0.2.2:{port}").parse().unwrap();
+        let s: SocketAddr = "198.51.100.2:21".parse().unwrap();
+        (Key::new(c, s), Session::new(id, c, s, 1, 0))
+    }
+
+    #[test]
+    fn key_is_direction_free() {
+        let a: SocketAddr = "192.0.2.2:4000".parse().unwrap();
+        let b: SocketAddr = "198.51.100.2:21".parse().unwrap();
+        assert_eq!(Key::new(a, b), Key::new(b, a));
+    }
+
+    #[test]
+    fn full_table_evicts_half_open_first() {
+        let mut t = Table::new(2);
+        let (k1, mut s1) = sess(1, 1001);
+        s1.phase = Phase::Established;
+        t.insert(k1, s1).unwrap();
+        let (k2, s2) = sess(2, 1002);
+        t.insert(k2, s2).unwrap();
+        let (k3, s3) = sess(3, 1003);
+        let ev = t.insert(k3, s3).unwrap().unwrap();
+        assert_eq!(ev.id, 2);
+        // Now the half-open #3 goes when #4 comes, the established #1 stays.
+        let (k4, s4) = sess(4, 1004);
+        assert_eq!(t.insert(k4, s4).unwrap().unwrap().id, 3);
+        assert!(t.get_mut(&k1).is_some());
+        t.get_mut(&k4).unwrap().phase = Phase::Established;
+        let (k5, s5) = sess(5, 1005);
+        assert!(matches!(t.insert(k5, s5), Err(Full::Refused)));
+    }
+}
