@@ -8,6 +8,7 @@
 //! tested without root.
 
 pub mod cli;
+pub mod decode;
 pub mod firewall;
 pub mod log;
 pub mod rule;
