@@ -283,7 +283,7 @@ mod tests {
         assert_eq!(s.deliver(1000, b"PAS"), Delivery::Data(b"PAS"));
         assert_eq!(s.deliver(1000, b"PAS"), Delivery::Nothing);
         assert_eq!(s.deliver(1001, b"ASV\r\n"), Delivery::Data(b"V\r\n"));
-        assert_eq!(s.next, 1008);
+        assert_eq!(s.next, 1006);
     }
 
     #[test]
