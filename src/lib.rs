@@ -8,6 +8,8 @@
 //! tested without root.
 
 pub mod cli;
+pub mod daemon;
 pub mod firewall;
 pub mod log;
 pub mod rule;
+pub mod signals;
