@@ -7,14 +7,17 @@
 //! Everything but `capture`, `daemon` and the kernel backends is pure and
 //! tested without root.
 
+pub mod capture;
 pub mod cli;
+pub mod daemon;
 pub mod decode;
-pub mod firewall;
-pub mod log;
-pub mod rule;
 pub mod engine;
+pub mod firewall;
 pub mod ftp;
+pub mod log;
 pub mod policy;
 pub mod reassembly;
+pub mod rule;
 pub mod session;
+pub mod signals;
 pub mod stats;

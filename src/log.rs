@@ -52,6 +52,11 @@ pub fn to_stderr() {
     *SINK.lock().unwrap_or_else(|e| e.into_inner()) = Sink::Stderr;
 }
 
+/// True while messages go to stderr.
+pub fn is_stderr() -> bool {
+    matches!(*SINK.lock().unwrap_or_else(|e| e.into_inner()), Sink::Stderr)
+}
+
 /// Write to syslog from now on. Connects now, so it works after chroot.
 pub fn to_syslog() {
     let formatter = syslog::Formatter3164 {

@@ -58,3 +58,27 @@ pub trait Firewall {
     /// Remove everything this process added (shutdown, or start-up clean-up).
     fn flush(&mut self) -> Result<(), Error>;
 }
+
+/// Open this OS's real backend. Linux: nftables sets in `family/table`.
+pub fn open(family: &str, table: &str, opts: crate::rule::RuleOptions) -> Result<Box<dyn Firewall>, Error> {
+    #[cfg(target_os = "linux")]
+    {
+        let _ = opts;
+        let fw = nft::Nft::open(family, table, RULE_TIMEOUT)?;
+        Ok(Box::new(fw))
+    }
+    #[cfg(any(target_os = "freebsd", target_os = "openbsd"))]
+    {
+        let _ = (family, table);
+        Ok(Box::new(pf::Pf::open(opts)?))
+    }
+    #[cfg(target_os = "macos")]
+    {
+        let _ = (family, table);
+        Ok(Box::new(macos::PfMac::open(opts)?))
+    }
+}
+
+/// Lifetime of a rule (nftables element timeout; pf rules are removed by
+/// the engine's purge).
+pub const RULE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(180);

@@ -1,0 +1,114 @@
+//! Packet capture: libpcap, live on an interface or from a file.
+//!
+//! Live capture runs in immediate mode (each packet is handed over as soon
+//! as it arrives: the data connection is racing us) with a snap length
+//! large enough for GRO-merged segments, and the filter is locked after it
+//! is set so that a compromised process cannot widen what it sees.
+//! Offline capture accepts pcap and pcapng and applies the same expression.
+
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::Path;
+
+use pcap::{Active, Capture, Offline};
+
+use crate::decode::Link;
+
+/// Snap length: GRO/GSO can hand us 64 KiB segments.
+pub const SNAPLEN: i32 = 262_144;
+/// Kernel buffer for bursts.
+const BUFFER: i32 = 4 << 20;
+
+/// One captured packet: timestamp in microseconds and the frame.
+pub struct Frame<'a> {
+    pub ts: u64,
+    pub data: &'a [u8],
+}
+
+fn ts_us(h: &pcap::PacketHeader) -> u64 {
+    (h.ts.tv_sec as u64).saturating_mul(1_000_000).saturating_add(h.ts.tv_usec as u64)
+}
+
+fn link_of(lt: pcap::Linktype) -> Result<Link, String> {
+    Link::from_linktype(lt.0).ok_or_else(|| format!("unsupported link type {} ({})", lt.0, lt.get_name().unwrap_or_default()))
+}
+
+/// A live capture on one interface.
+pub struct Live {
+    cap: Capture<Active>,
+    pub link: Link,
+    pub interface: String,
+}
+
+impl Live {
+    /// Open `interface` (or pcap's default device) with `expression`.
+    pub fn open(interface: Option<&str>, expression: &str) -> Result<Live, String> {
+        let device = match interface {
+            Some(name) => pcap::Device::from(name),
+            None => pcap::Device::lookup()
+                .map_err(|e| format!("no default interface: {e}"))?
+                .ok_or("no default interface: use -i")?,
+        };
+        let name = device.name.clone();
+        let mut cap = Capture::from_device(device)
+            .and_then(|c| c.immediate_mode(true).snaplen(SNAPLEN).buffer_size(BUFFER).promisc(false).open())
+            .map_err(|e| format!("{name}: {e}"))?;
+        cap.filter(expression, true).map_err(|e| format!("bad expression \"{expression}\": {e}"))?;
+        let cap = cap.setnonblock().map_err(|e| format!("{name}: {e}"))?;
+        crate::bpflock::lock(cap.as_raw_fd()).map_err(|e| format!("{name}: locking the capture filter: {e}"))?;
+        let link = link_of(cap.get_datalink())?;
+        Ok(Live { cap, link, interface: name })
+    }
+
+    /// The descriptor to poll.
+    pub fn fd(&self) -> RawFd {
+        self.cap.as_raw_fd()
+    }
+
+    /// Hand up to `budget` waiting packets to `f`. Returns how many were
+    /// read, or the capture's error (interface gone, and the like).
+    pub fn read(&mut self, budget: usize, mut f: impl FnMut(Frame<'_>)) -> Result<usize, String> {
+        let mut n = 0;
+        while n < budget {
+            match self.cap.next_packet() {
+                Ok(p) => {
+                    f(Frame { ts: ts_us(p.header), data: p.data });
+                    n += 1;
+                }
+                Err(pcap::Error::TimeoutExpired | pcap::Error::NoMorePackets) => break,
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Ok(n)
+    }
+
+    /// Packets the kernel dropped because we were too slow (pcap_stats).
+    pub fn kernel_drops(&mut self) -> Option<u32> {
+        self.cap.stats().ok().map(|s| s.dropped)
+    }
+}
+
+/// A capture file.
+pub struct File {
+    cap: Capture<Offline>,
+    pub link: Link,
+}
+
+impl File {
+    pub fn open(path: &Path, expression: &str) -> Result<File, String> {
+        let mut cap = Capture::from_file(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        cap.filter(expression, true).map_err(|e| format!("bad expression \"{expression}\": {e}"))?;
+        let link = link_of(cap.get_datalink())?;
+        Ok(File { cap, link })
+    }
+
+    /// Hand every packet to `f`, in file order.
+    pub fn run(&mut self, mut f: impl FnMut(Frame<'_>)) -> Result<(), String> {
+        loop {
+            match self.cap.next_packet() {
+                Ok(p) => f(Frame { ts: ts_us(p.header), data: p.data }),
+                Err(pcap::Error::NoMorePackets) => return Ok(()),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+}

@@ -1,0 +1,405 @@
+//! Becoming a daemon: detach from the terminal, claim the pidfile, and
+//! give up root.
+//!
+//! The order matters and is the caller's job: open everything that needs
+//! root first (capture handle, `/dev/pf` or the netlink socket), then
+//! [`daemonize`], then [`write_pidfile`] (so it records the child's pid and
+//! the child holds the lock), then [`drop_privileges`]. From then on the
+//! process lives in an empty chroot as an unprivileged user.
+//!
+//! On Linux the nftables backend talks nfnetlink, and the kernel checks
+//! CAP_NET_ADMIN of the *sending process* on every message, not only of
+//! whoever opened the socket. So with `keep_net_admin` the process keeps
+//! exactly that one capability across the uid switch and nothing else; on
+//! the BSDs and macOS the already-open pf descriptor is all it needs and
+//! the flag is ignored.
+
+use std::fs::{DirBuilder, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+use nix::unistd::{ForkResult, Gid, Uid, User};
+
+/// Fork; the parent exits 0, the child carries on detached: new session,
+/// cwd `/`, stdin/stdout/stderr on `/dev/null`.
+///
+/// Call it while the process is single-threaded (before anything spawns a
+/// thread): only the calling thread survives a fork.
+pub fn daemonize() -> std::io::Result<()> {
+    // Whatever the parent buffered must go out once, not twice.
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    // SAFETY: the caller guarantees a single-threaded process, so the child
+    // may go on running ordinary Rust code.
+    match unsafe { nix::unistd::fork() }? {
+        // _exit: the child owns every shared resource from here on; no
+        // atexit handlers or destructors may run in the parent.
+        ForkResult::Parent { .. } => unsafe { libc::_exit(0) },
+        ForkResult::Child => {}
+    }
+    nix::unistd::setsid()?;
+    std::env::set_current_dir("/")?;
+    let null = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
+    for target in 0..=2 {
+        // SAFETY: dup2 onto the standard descriptors; `null` stays valid.
+        if unsafe { libc::dup2(null.as_raw_fd(), target) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    // `null` itself is closed on drop unless it already was 0, 1 or 2;
+    // in that case it is one of the std descriptors and must stay open.
+    if null.as_raw_fd() <= 2 {
+        std::mem::forget(null);
+    }
+    Ok(())
+}
+
+/// The claimed pidfile. Holding it holds the lock; dropping it (or exiting)
+/// releases the lock.
+///
+/// The file itself is deliberately never removed: by the time the daemon
+/// exits it is chrooted and unprivileged, so it can neither see nor unlink
+/// `/var/run/ftpsesame.pid`. A stale file is harmless because the lock, not
+/// the file's existence, decides whether an instance is running: the next
+/// start takes the free lock and overwrites the old pid.
+#[derive(Debug)]
+pub struct Pidfile {
+    // Kept open for the lock; never read or written again.
+    _file: Flock<File>,
+    path: PathBuf,
+}
+
+impl Pidfile {
+    /// Where the pidfile lives (outside the chroot).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Write our pid to `path` (mode 0644, old content replaced) and keep it
+/// locked. Fails with "already running (pid N)" while another process holds
+/// the lock. Call it as root, after [`daemonize`], before [`drop_privileges`].
+pub fn write_pidfile(path: &Path) -> Result<Pidfile, String> {
+    let shown = path.display();
+    // No O_TRUNC: a running instance's pid must survive our failed attempt.
+    // O_NOFOLLOW: root must not be tricked into writing through a symlink.
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| format!("pidfile {shown}: {}", plain(&e)))?;
+    let mut file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(locked) => locked,
+        Err((mut file, Errno::EWOULDBLOCK)) => {
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            return Err(match text.trim().parse::<u32>() {
+                Ok(pid) => format!("already running (pid {pid})"),
+                Err(_) => format!("already running (pidfile {shown} is locked)"),
+            });
+        }
+        Err((_, e)) => return Err(format!("pidfile {shown}: lock: {}", e.desc())),
+    };
+    let write = |file: &mut File| -> std::io::Result<()> {
+        // The umask may have narrowed the mode of a new file; an old file
+        // may have had any mode.
+        file.set_permissions(std::fs::Permissions::from_mode(0o644))?;
+        file.set_len(0)?;
+        file.seek(SeekFrom::Start(0))?;
+        writeln!(file, "{}", std::process::id())?;
+        file.sync_data()
+    };
+    write(&mut file).map_err(|e| format!("pidfile {shown}: {}", plain(&e)))?;
+    Ok(Pidfile {
+        _file: file,
+        path: path.to_path_buf(),
+    })
+}
+
+/// Become `user` inside the chroot `dir`, for good.
+///
+/// Steps, in order: look the user up (needs `/etc/passwd`, so before the
+/// chroot); create `dir` (root-owned, 0755) if absent; chroot into it and
+/// chdir `/`; on Linux with `keep_net_admin`, prepare to keep exactly
+/// CAP_NET_ADMIN; setgroups([gid]), setgid, setuid; then check that root
+/// cannot be regained. Nothing is changed if the lookup, mkdir or chroot
+/// fails; after a later failure the process is half-dropped and must exit.
+pub fn drop_privileges(user: &str, dir: &Path, keep_net_admin: bool) -> Result<(), String> {
+    let pw = match User::from_name(user) {
+        Ok(Some(pw)) => pw,
+        Ok(None) => return Err(format!("no such user: {user}")),
+        Err(e) => return Err(format!("getpwnam {user}: {}", e.desc())),
+    };
+    let shown = dir.display();
+    if !dir.exists() {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)
+            .map_err(|e| format!("mkdir {shown}: {}", plain(&e)))?;
+    }
+    nix::unistd::chroot(dir).map_err(|e| format!("chroot {shown}: {}", e.desc()))?;
+    nix::unistd::chdir("/").map_err(|e| format!("chdir / in {shown}: {}", e.desc()))?;
+
+    #[cfg(target_os = "linux")]
+    caps::prepare(keep_net_admin)?;
+    #[cfg(not(target_os = "linux"))]
+    let _ = keep_net_admin; // pf needs only the descriptor opened as root
+
+    let gid = pw.gid.as_raw();
+    // libc, not nix: nix has no setgroups on macOS, and the length type
+    // differs per system (`as _` fits both).
+    // SAFETY: one valid gid_t, length 1.
+    if unsafe { libc::setgroups(1 as _, &gid) } != 0 {
+        return Err(format!("setgroups {gid}: {}", Errno::last().desc()));
+    }
+    nix::unistd::setgid(Gid::from_raw(gid)).map_err(|e| format!("setgid {gid}: {}", e.desc()))?;
+    nix::unistd::setuid(pw.uid).map_err(|e| format!("setuid {}: {}", pw.uid, e.desc()))?;
+
+    #[cfg(target_os = "linux")]
+    caps::finish(keep_net_admin)?;
+
+    // Paranoia, as every privilege-separated daemon does: prove it stuck.
+    if pw.uid.as_raw() != 0
+        && (nix::unistd::setuid(Uid::from_raw(0)).is_ok() || nix::unistd::geteuid().is_root())
+    {
+        return Err(format!("still able to become root after setuid {}", pw.uid));
+    }
+    Ok(())
+}
+
+/// The effective capability mask of this process, for logging (Linux only).
+///
+/// Asks the kernel (capget) rather than reading `/proc/self/status`
+/// `CapEff`: the value is the same, but `/proc` is gone inside the chroot,
+/// which is exactly when this is worth logging.
+pub fn effective_caps() -> Option<u64> {
+    #[cfg(target_os = "linux")]
+    {
+        caps::get().ok().map(|set| set.effective)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        None
+    }
+}
+
+/// An io::Error as "Operation not permitted", without "(os error 1)".
+fn plain(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(n) => Errno::from_raw(n).desc().to_string(),
+        None => e.to_string(),
+    }
+}
+
+/// Linux capabilities through the raw syscalls (capability header v3: two
+/// 32-bit words per set).
+#[cfg(target_os = "linux")]
+mod caps {
+    use nix::errno::Errno;
+
+    pub const CAP_NET_ADMIN: u32 = 12;
+    const VERSION_3: u32 = 0x2008_0522;
+
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: libc::c_int,
+    }
+
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+
+    /// The three sets of this process, as 64-bit masks.
+    pub struct Sets {
+        pub effective: u64,
+        pub permitted: u64,
+        pub inheritable: u64,
+    }
+
+    pub fn get() -> Result<Sets, Errno> {
+        let mut header = Header {
+            version: VERSION_3,
+            pid: 0,
+        };
+        let mut data = [Data::default(); 2];
+        // SAFETY: header and a two-element data array, as v3 requires.
+        let rc = unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) };
+        Errno::result(rc)?;
+        let join = |lo: u32, hi: u32| u64::from(lo) | u64::from(hi) << 32;
+        Ok(Sets {
+            effective: join(data[0].effective, data[1].effective),
+            permitted: join(data[0].permitted, data[1].permitted),
+            inheritable: join(data[0].inheritable, data[1].inheritable),
+        })
+    }
+
+    fn set(sets: &Sets) -> Result<(), Errno> {
+        let mut header = Header {
+            version: VERSION_3,
+            pid: 0,
+        };
+        let split = |v: u64, word: usize| (v >> (32 * word)) as u32;
+        let data: [Data; 2] = std::array::from_fn(|w| Data {
+            effective: split(sets.effective, w),
+            permitted: split(sets.permitted, w),
+            inheritable: split(sets.inheritable, w),
+        });
+        // SAFETY: as in get(); the kernel only reads `data`.
+        let rc = unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) };
+        Errno::result(rc).map(drop)
+    }
+
+    fn prctl(option: libc::c_int, arg: libc::c_ulong) -> Result<libc::c_int, Errno> {
+        // SAFETY: plain integer arguments; unused ones are zero.
+        Errno::result(unsafe { libc::prctl(option, arg, 0 as libc::c_ulong, 0, 0) })
+    }
+
+    /// While still root: empty the bounding set but for CAP_NET_ADMIN (or
+    /// entirely), clear the ambient set, and ask the kernel to keep the
+    /// permitted set across setuid.
+    pub fn prepare(keep_net_admin: bool) -> Result<(), String> {
+        // Walk capability numbers until the kernel says the number is
+        // unknown; that copes with kernels older or newer than libc.
+        for cap in 0..64 {
+            match prctl(libc::PR_CAPBSET_READ, cap) {
+                Err(Errno::EINVAL) => break,
+                Err(e) => return Err(format!("PR_CAPBSET_READ {cap}: {}", e.desc())),
+                Ok(0) => continue,
+                Ok(_) if keep_net_admin && cap == libc::c_ulong::from(CAP_NET_ADMIN) => {}
+                Ok(_) => prctl(libc::PR_CAPBSET_DROP, cap)
+                    .map(drop)
+                    .map_err(|e| format!("PR_CAPBSET_DROP {cap}: {}", e.desc()))?,
+            }
+        }
+        // Ambient capabilities would survive setuid on their own; none wanted.
+        // EINVAL: a kernel without ambient sets (before 4.3) has none to clear.
+        match prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as _) {
+            Ok(_) | Err(Errno::EINVAL) => {}
+            Err(e) => return Err(format!("clear ambient capabilities: {}", e.desc())),
+        }
+        if keep_net_admin {
+            prctl(libc::PR_SET_KEEPCAPS, 1)
+                .map_err(|e| format!("PR_SET_KEEPCAPS: {}", e.desc()))?;
+        }
+        Ok(())
+    }
+
+    /// After setuid: permitted = effective = {CAP_NET_ADMIN} (or nothing),
+    /// inheritable empty, and keepcaps off again.
+    pub fn finish(keep_net_admin: bool) -> Result<(), String> {
+        let mask = if keep_net_admin {
+            1u64 << CAP_NET_ADMIN
+        } else {
+            0
+        };
+        set(&Sets {
+            effective: mask,
+            permitted: mask,
+            inheritable: 0,
+        })
+        .map_err(|e| format!("capset: {}", e.desc()))?;
+        if keep_net_admin {
+            prctl(libc::PR_SET_KEEPCAPS, 0)
+                .map_err(|e| format!("PR_SET_KEEPCAPS: {}", e.desc()))?;
+        }
+        let now = get().map_err(|e| format!("capget: {}", e.desc()))?;
+        if now.effective != mask || now.permitted != mask || now.inheritable != 0 {
+            return Err(format!(
+                "capabilities not dropped: effective {:#x}, permitted {:#x}",
+                now.effective, now.permitted
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("ftpsesame-daemon-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn unknown_user_is_refused_before_anything_changes() {
+        // A name with a space cannot exist in /etc/passwd, so this can never
+        // reach the chroot even when the tests run as root.
+        let dir = scratch("nouser").join("never-created");
+        let err = drop_privileges("ftpsesame no such user", &dir, true).unwrap_err();
+        assert_eq!(err, "no such user: ftpsesame no such user");
+        assert!(!dir.exists(), "mkdir must come after the user lookup");
+    }
+
+    #[test]
+    fn pidfile_holds_our_pid_with_mode_0644() {
+        let dir = scratch("pid");
+        let path = dir.join("x.pid");
+        std::fs::write(&path, "999999999 stale and longer than a pid\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let guard = write_pidfile(&path).unwrap();
+        assert_eq!(guard.path(), path);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text, format!("{}\n", std::process::id()));
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644);
+        // flock belongs to the open file description, so even a second open
+        // in this same process is refused while the guard lives.
+        let err = write_pidfile(&path).unwrap_err();
+        assert_eq!(err, format!("already running (pid {})", std::process::id()));
+        // The refused attempt must not have clobbered the content.
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            format!("{}\n", std::process::id())
+        );
+        drop(guard);
+        let again = write_pidfile(&path);
+        assert!(again.is_ok(), "lock released on drop: {again:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn pidfile_refuses_symlinks() {
+        let dir = scratch("link");
+        let target = dir.join("target");
+        std::fs::write(&target, "keep me").unwrap();
+        let link = dir.join("x.pid");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let err = write_pidfile(&link).unwrap_err();
+        assert!(
+            err.starts_with(&format!("pidfile {}: ", link.display())),
+            "{err}"
+        );
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn effective_caps_matches_proc_status() {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let line = status.lines().find(|l| l.starts_with("CapEff:")).unwrap();
+        let want = u64::from_str_radix(line["CapEff:".len()..].trim(), 16).unwrap();
+        assert_eq!(effective_caps(), Some(want));
+    }
+}
