@@ -1,0 +1,208 @@
+//! Test support: write real classic pcap files and build TCP conversations.
+//!
+//! Include it with `#[path = "support/pcapgen.rs"] mod pcapgen;`. It needs
+//! only std and etherparse, so benchmarks can use it too. Output is the
+//! classic libpcap format (magic a1b2c3d4 written little-endian, version
+//! 2.4, microsecond timestamps, snaplen 262144) that tcpdump, libpcap and
+//! Wireshark read.
+//!
+//! Frames are Ethernet + IPv4/IPv6 (picked by the address family) + TCP
+//! with ttl/hop limit 64 and valid checksums; MAC addresses are derived from
+//! the IP address so each host keeps one.
+#![allow(dead_code)] // each includer uses a different part
+
+use std::io::{self, Write};
+use std::net::{IpAddr, SocketAddr};
+
+use etherparse::{PacketBuilder, TcpHeader};
+
+/// TCP flag bits, as in header byte 13.
+pub const FIN: u8 = 0x01;
+pub const SYN: u8 = 0x02;
+pub const RST: u8 = 0x04;
+pub const PSH: u8 = 0x08;
+pub const ACK: u8 = 0x10;
+pub const URG: u8 = 0x20;
+
+/// LINKTYPE_ values for the file header.
+pub const LINKTYPE_ETHERNET: u32 = 1;
+pub const LINKTYPE_RAW: u32 = 101;
+
+/// Snapshot length written into the file header; longer frames are cut.
+pub const SNAPLEN: u32 = 262_144;
+
+/// Writes one classic pcap file: the global header on `new`, then one
+/// record per `packet`. Wrap files in a `BufWriter`.
+pub struct PcapWriter<W: Write> {
+    w: W,
+}
+
+impl<W: Write> PcapWriter<W> {
+    pub fn new(mut w: W, linktype: u32) -> io::Result<Self> {
+        let mut h = [0u8; 24];
+        h[0..4].copy_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+        h[4..6].copy_from_slice(&2u16.to_le_bytes());
+        h[6..8].copy_from_slice(&4u16.to_le_bytes());
+        // thiszone and sigfigs stay 0.
+        h[16..20].copy_from_slice(&SNAPLEN.to_le_bytes());
+        h[20..24].copy_from_slice(&linktype.to_le_bytes());
+        w.write_all(&h)?;
+        Ok(PcapWriter { w })
+    }
+
+    /// One record captured at `ts_us` microseconds since the epoch.
+    pub fn packet(&mut self, ts_us: u64, frame: &[u8]) -> io::Result<()> {
+        let caplen = frame.len().min(SNAPLEN as usize);
+        let secs = u32::try_from(ts_us / 1_000_000)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "timestamp beyond 2106"))?;
+        let mut h = [0u8; 16];
+        h[0..4].copy_from_slice(&secs.to_le_bytes());
+        h[4..8].copy_from_slice(&((ts_us % 1_000_000) as u32).to_le_bytes());
+        h[8..12].copy_from_slice(&(caplen as u32).to_le_bytes());
+        h[12..16].copy_from_slice(&(frame.len() as u32).to_le_bytes());
+        self.w.write_all(&h)?;
+        self.w.write_all(&frame[..caplen])
+    }
+
+    /// Flush and hand back the writer.
+    pub fn finish(mut self) -> io::Result<W> {
+        self.w.flush()?;
+        Ok(self.w)
+    }
+}
+
+/// Locally administered MAC 02:00:<last four address bytes>.
+fn mac(ip: IpAddr) -> [u8; 6] {
+    let tail = match ip {
+        IpAddr::V4(a) => a.octets(),
+        IpAddr::V6(a) => {
+            let o = a.octets();
+            [o[12], o[13], o[14], o[15]]
+        }
+    };
+    [0x02, 0x00, tail[0], tail[1], tail[2], tail[3]]
+}
+
+/// Ethernet + IPv4 or IPv6 (by address family) + TCP, ttl/hop limit 64,
+/// window 65535, correct checksums. `flags` are TCP flag bits ([`SYN`] ...);
+/// `ack` is written whatever the flags. Panics if the families differ.
+pub fn ethernet_tcp(
+    src: SocketAddr,
+    dst: SocketAddr,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut tcp = TcpHeader::new(src.port(), dst.port(), seq, 65535);
+    tcp.acknowledgment_number = ack;
+    tcp.fin = flags & FIN != 0;
+    tcp.syn = flags & SYN != 0;
+    tcp.rst = flags & RST != 0;
+    tcp.psh = flags & PSH != 0;
+    tcp.ack = flags & ACK != 0;
+    tcp.urg = flags & URG != 0;
+    let eth = PacketBuilder::ethernet2(mac(src.ip()), mac(dst.ip()));
+    let mut frame = Vec::with_capacity(14 + 40 + 20 + payload.len());
+    match (src.ip(), dst.ip()) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => eth
+            .ipv4(s.octets(), d.octets(), 64)
+            .tcp_header(tcp)
+            .write(&mut frame, payload),
+        (IpAddr::V6(s), IpAddr::V6(d)) => eth
+            .ipv6(s.octets(), d.octets(), 64)
+            .tcp_header(tcp)
+            .write(&mut frame, payload),
+        _ => panic!("ethernet_tcp: {src} and {dst} are of different families"),
+    }
+    .expect("building a TCP frame");
+    frame
+}
+
+/// One TCP connection as a stream of Ethernet frames. `cseq`/`sseq` are the
+/// next sequence numbers client and server will send; each side acks what
+/// the other has sent so far.
+#[derive(Clone, Debug)]
+pub struct Conversation {
+    pub client: SocketAddr,
+    pub server: SocketAddr,
+    pub cseq: u32,
+    pub sseq: u32,
+}
+
+impl Conversation {
+    pub fn new(client: SocketAddr, server: SocketAddr, client_isn: u32, server_isn: u32) -> Self {
+        Conversation {
+            client,
+            server,
+            cseq: client_isn,
+            sseq: server_isn,
+        }
+    }
+
+    /// SYN, SYN/ACK, ACK. Afterwards both sequence numbers are ISN + 1.
+    pub fn handshake(&mut self) -> Vec<Vec<u8>> {
+        let syn = ethernet_tcp(self.client, self.server, self.cseq, 0, SYN, b"");
+        self.cseq = self.cseq.wrapping_add(1);
+        let synack = ethernet_tcp(
+            self.server,
+            self.client,
+            self.sseq,
+            self.cseq,
+            SYN | ACK,
+            b"",
+        );
+        self.sseq = self.sseq.wrapping_add(1);
+        let ack = ethernet_tcp(self.client, self.server, self.cseq, self.sseq, ACK, b"");
+        vec![syn, synack, ack]
+    }
+
+    /// The next in-sequence client->server segment (PSH|ACK).
+    pub fn client(&mut self, data: &[u8]) -> Vec<u8> {
+        let f = self.client_raw(self.cseq, data);
+        self.cseq = self.cseq.wrapping_add(data.len() as u32);
+        f
+    }
+
+    /// The next in-sequence server->client segment (PSH|ACK).
+    pub fn server(&mut self, data: &[u8]) -> Vec<u8> {
+        let f = self.server_raw(self.sseq, data);
+        self.sseq = self.sseq.wrapping_add(data.len() as u32);
+        f
+    }
+
+    /// A client->server PSH|ACK at any `seq`; state is left alone.
+    pub fn client_raw(&self, seq: u32, data: &[u8]) -> Vec<u8> {
+        ethernet_tcp(self.client, self.server, seq, self.sseq, PSH | ACK, data)
+    }
+
+    /// A server->client PSH|ACK at any `seq`; state is left alone.
+    pub fn server_raw(&self, seq: u32, data: &[u8]) -> Vec<u8> {
+        ethernet_tcp(self.server, self.client, seq, self.cseq, PSH | ACK, data)
+    }
+
+    /// Client FIN|ACK, server FIN|ACK, client ACK; each FIN uses one
+    /// sequence number.
+    pub fn fin(&mut self) -> Vec<Vec<u8>> {
+        let cfin = ethernet_tcp(
+            self.client,
+            self.server,
+            self.cseq,
+            self.sseq,
+            FIN | ACK,
+            b"",
+        );
+        self.cseq = self.cseq.wrapping_add(1);
+        let sfin = ethernet_tcp(
+            self.server,
+            self.client,
+            self.sseq,
+            self.cseq,
+            FIN | ACK,
+            b"",
+        );
+        self.sseq = self.sseq.wrapping_add(1);
+        let ack = ethernet_tcp(self.client, self.server, self.cseq, self.sseq, ACK, b"");
+        vec![cfin, sfin, ack]
+    }
+}
