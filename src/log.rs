@@ -54,7 +54,10 @@ pub fn to_stderr() {
 
 /// True while messages go to stderr.
 pub fn is_stderr() -> bool {
-    matches!(*SINK.lock().unwrap_or_else(|e| e.into_inner()), Sink::Stderr)
+    matches!(
+        *SINK.lock().unwrap_or_else(|e| e.into_inner()),
+        Sink::Stderr
+    )
 }
 
 /// Write to syslog from now on. Connects now, so it works after chroot.

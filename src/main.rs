@@ -45,7 +45,10 @@ fn run() -> Result<(), String> {
     let opts = cli::parse(std::env::args_os()).map_err(|CliError(msg)| msg)?;
     log::set_level(opts.level);
     log::to_stderr();
-    let rule_opts = RuleOptions { tag: opts.tag.clone(), queue: opts.queue.clone() };
+    let rule_opts = RuleOptions {
+        tag: opts.tag.clone(),
+        queue: opts.queue.clone(),
+    };
     match &opts.file {
         Some(path) => offline(&opts, path, rule_opts),
         None => live(&opts, rule_opts),
@@ -65,7 +68,10 @@ fn config(opts: &Options, link: ftpsesame::decode::Link, live: bool) -> Config {
 /// `-r`: replay a capture file through the engine, touching nothing.
 fn offline(opts: &Options, path: &Path, rule_opts: RuleOptions) -> Result<(), String> {
     let mut file = capture::File::open(path, &opts.expression)?;
-    let mut engine = Engine::new(config(opts, file.link, false), Box::new(DryRun::new(rule_opts)));
+    let mut engine = Engine::new(
+        config(opts, file.link, false),
+        Box::new(DryRun::new(rule_opts)),
+    );
     let result = file.run(|f| engine.packet(f.ts, f.data));
     engine.shutdown();
     logmsg!(Level::Notice, "{}", engine.stats_line());
@@ -81,7 +87,9 @@ fn open_firewall(opts: &Options, rule_opts: RuleOptions) -> Result<Box<dyn Firew
 }
 
 fn now_us() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 fn live(opts: &Options, rule_opts: RuleOptions) -> Result<(), String> {
@@ -120,8 +128,16 @@ fn live(opts: &Options, rule_opts: RuleOptions) -> Result<(), String> {
 fn run_loop(cap: &mut Live, signals: &Signals, engine: &mut Engine) -> Result<(), String> {
     loop {
         let mut fds = [
-            libc::pollfd { fd: cap.fd(), events: libc::POLLIN, revents: 0 },
-            libc::pollfd { fd: signals.fd(), events: libc::POLLIN, revents: 0 },
+            libc::pollfd {
+                fd: cap.fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: signals.fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
         ];
         // SAFETY: fds is a valid array of two pollfd for the duration of the call.
         let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 1000) };
@@ -132,9 +148,14 @@ fn run_loop(cap: &mut Live, signals: &Signals, engine: &mut Engine) -> Result<()
             }
         }
         if fds[0].revents != 0 {
-            let n = cap.read(BATCH, |f| engine.packet(f.ts, f.data)).map_err(|e| format!("{}: {e}", cap.interface))?;
+            let n = cap
+                .read(BATCH, |f| engine.packet(f.ts, f.data))
+                .map_err(|e| format!("{}: {e}", cap.interface))?;
             if n == 0 && fds[0].revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
-                return Err(format!("{}: capture failed (interface gone?)", cap.interface));
+                return Err(format!(
+                    "{}: capture failed (interface gone?)",
+                    cap.interface
+                ));
             }
         }
         let mut quit = false;

@@ -22,7 +22,9 @@ pub struct RuleSet {
 
 impl RuleSet {
     /// No rules.
-    pub const EMPTY: RuleSet = RuleSet { rules: [None, None] };
+    pub const EMPTY: RuleSet = RuleSet {
+        rules: [None, None],
+    };
 
     /// The rules as a slice-like iterator.
     pub fn iter(&self) -> impl Iterator<Item = &Rule> {
@@ -56,7 +58,12 @@ pub enum Denied {
 /// Rules for `neg` on the control connection `client -> server`, where
 /// `real_client` is the client's address before NAT (equal to `client`
 /// without NAT).
-pub fn rules(neg: Negotiation, client: IpAddr, server: IpAddr, real_client: IpAddr) -> Result<RuleSet, Denied> {
+pub fn rules(
+    neg: Negotiation,
+    client: IpAddr,
+    server: IpAddr,
+    real_client: IpAddr,
+) -> Result<RuleSet, Denied> {
     match neg {
         Negotiation::Active { port, v6 } => {
             if port < MIN_PORT {
@@ -65,15 +72,37 @@ pub fn rules(neg: Negotiation, client: IpAddr, server: IpAddr, real_client: IpAd
             if v6.is_some_and(|v6| v6 != client.is_ipv6()) {
                 return Err(Denied::WrongFamily);
             }
-            Ok(RuleSet { rules: [Some(Rule { src: server, dst: client, port }), None] })
+            Ok(RuleSet {
+                rules: [
+                    Some(Rule {
+                        src: server,
+                        dst: client,
+                        port,
+                    }),
+                    None,
+                ],
+            })
         }
         Negotiation::Passive { port } => {
             if port < MIN_PORT {
                 return Err(Denied::LowPort(port));
             }
             let nat = (real_client != client && real_client.is_ipv6() == client.is_ipv6())
-                .then_some(Rule { src: real_client, dst: server, port });
-            Ok(RuleSet { rules: [Some(Rule { src: client, dst: server, port }), nat] })
+                .then_some(Rule {
+                    src: real_client,
+                    dst: server,
+                    port,
+                });
+            Ok(RuleSet {
+                rules: [
+                    Some(Rule {
+                        src: client,
+                        dst: server,
+                        port,
+                    }),
+                    nat,
+                ],
+            })
         }
     }
 }
@@ -88,31 +117,98 @@ mod tests {
 
     #[test]
     fn passive_is_client_to_server() {
-        let r = rules(Negotiation::Passive { port: 50000 }, ip("192.0.2.2"), ip("198.51.100.2"), ip("192.0.2.2")).unwrap();
-        assert_eq!(r.iter().copied().collect::<Vec<_>>(), vec![Rule { src: ip("192.0.2.2"), dst: ip("198.51.100.2"), port: 50000 }]);
+        let r = rules(
+            Negotiation::Passive { port: 50000 },
+            ip("192.0.2.2"),
+            ip("198.51.100.2"),
+            ip("192.0.2.2"),
+        )
+        .unwrap();
+        assert_eq!(
+            r.iter().copied().collect::<Vec<_>>(),
+            vec![Rule {
+                src: ip("192.0.2.2"),
+                dst: ip("198.51.100.2"),
+                port: 50000
+            }]
+        );
     }
 
     #[test]
     fn passive_nat_adds_real_client() {
-        let r = rules(Negotiation::Passive { port: 50000 }, ip("198.51.100.1"), ip("198.51.100.2"), ip("192.0.2.2")).unwrap();
+        let r = rules(
+            Negotiation::Passive { port: 50000 },
+            ip("198.51.100.1"),
+            ip("198.51.100.2"),
+            ip("192.0.2.2"),
+        )
+        .unwrap();
         let v: Vec<_> = r.iter().copied().collect();
         assert_eq!(v.len(), 2);
-        assert_eq!(v[1], Rule { src: ip("192.0.2.2"), dst: ip("198.51.100.2"), port: 50000 });
+        assert_eq!(
+            v[1],
+            Rule {
+                src: ip("192.0.2.2"),
+                dst: ip("198.51.100.2"),
+                port: 50000
+            }
+        );
     }
 
     #[test]
     fn active_is_server_to_client() {
-        let r = rules(Negotiation::Active { port: 40000, v6: Some(false) }, ip("192.0.2.2"), ip("198.51.100.2"), ip("10.0.0.1")).unwrap();
-        assert_eq!(r.iter().copied().collect::<Vec<_>>(), vec![Rule { src: ip("198.51.100.2"), dst: ip("192.0.2.2"), port: 40000 }]);
+        let r = rules(
+            Negotiation::Active {
+                port: 40000,
+                v6: Some(false),
+            },
+            ip("192.0.2.2"),
+            ip("198.51.100.2"),
+            ip("10.0.0.1"),
+        )
+        .unwrap();
+        assert_eq!(
+            r.iter().copied().collect::<Vec<_>>(),
+            vec![Rule {
+                src: ip("198.51.100.2"),
+                dst: ip("192.0.2.2"),
+                port: 40000
+            }]
+        );
     }
 
     #[test]
     fn low_ports_and_wrong_family_denied() {
         let c = ip("192.0.2.2");
         let s = ip("198.51.100.2");
-        assert_eq!(rules(Negotiation::Passive { port: 80 }, c, s, c), Err(Denied::LowPort(80)));
-        assert_eq!(rules(Negotiation::Active { port: 1023, v6: None }, c, s, c), Err(Denied::LowPort(1023)));
-        assert_eq!(rules(Negotiation::Active { port: 2000, v6: Some(true) }, c, s, c), Err(Denied::WrongFamily));
+        assert_eq!(
+            rules(Negotiation::Passive { port: 80 }, c, s, c),
+            Err(Denied::LowPort(80))
+        );
+        assert_eq!(
+            rules(
+                Negotiation::Active {
+                    port: 1023,
+                    v6: None
+                },
+                c,
+                s,
+                c
+            ),
+            Err(Denied::LowPort(1023))
+        );
+        assert_eq!(
+            rules(
+                Negotiation::Active {
+                    port: 2000,
+                    v6: Some(true)
+                },
+                c,
+                s,
+                c
+            ),
+            Err(Denied::WrongFamily)
+        );
         assert!(rules(Negotiation::Passive { port: 1024 }, c, s, c).is_ok());
     }
 }

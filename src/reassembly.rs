@@ -102,18 +102,27 @@ mod tests {
     #[test]
     fn several_lines_in_one_segment() {
         let (out, _) = lines(&mut LineBuf::default(), &[b"PASV\r\nEPSV\nLIST\r\n"]);
-        assert_eq!(out, vec![b"PASV".to_vec(), b"EPSV".to_vec(), b"LIST".to_vec()]);
+        assert_eq!(
+            out,
+            vec![b"PASV".to_vec(), b"EPSV".to_vec(), b"LIST".to_vec()]
+        );
     }
 
     #[test]
     fn split_mid_word_is_one_line() {
-        let (out, _) = lines(&mut LineBuf::default(), &[b"PO", b"RT 1,2,3,4,5,6\r", b"\n"]);
+        let (out, _) = lines(
+            &mut LineBuf::default(),
+            &[b"PO", b"RT 1,2,3,4,5,6\r", b"\n"],
+        );
         assert_eq!(out, vec![b"PORT 1,2,3,4,5,6".to_vec()]);
     }
 
     #[test]
     fn smuggled_command_stays_inside_its_line() {
-        let (out, _) = lines(&mut LineBuf::default(), &[b"NOOP ", b"PORT 1,2,3,4,5,6\r\n"]);
+        let (out, _) = lines(
+            &mut LineBuf::default(),
+            &[b"NOOP ", b"PORT 1,2,3,4,5,6\r\n"],
+        );
         assert_eq!(out, vec![b"NOOP PORT 1,2,3,4,5,6".to_vec()]);
     }
 
@@ -126,7 +135,10 @@ mod tests {
     #[test]
     fn long_line_discarded_to_its_end() {
         let big = vec![b'A'; MAX_LINE + 10];
-        let (out, long) = lines(&mut LineBuf::default(), &[&big, b"PORT 1,2,3,4,5,6\r\nPASV\r\n"]);
+        let (out, long) = lines(
+            &mut LineBuf::default(),
+            &[&big, b"PORT 1,2,3,4,5,6\r\nPASV\r\n"],
+        );
         assert_eq!(out, vec![b"PASV".to_vec()]);
         assert_eq!(long, 1);
     }

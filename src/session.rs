@@ -63,7 +63,11 @@ pub struct Stream {
 impl Stream {
     /// A stream whose first data byte has sequence number `first`.
     pub fn new(first: u32) -> Self {
-        Stream { next: first, acked: first, lines: LineBuf::default() }
+        Stream {
+            next: first,
+            acked: first,
+            lines: LineBuf::default(),
+        }
     }
 
     /// True if a segment starting at `seq` is plausible for this side: it
@@ -202,7 +206,11 @@ pub struct Table {
 
 impl Table {
     pub fn new(max: usize) -> Self {
-        Table { map: HashMap::with_capacity(max.min(1 << 16)), half_open: VecDeque::new(), max }
+        Table {
+            map: HashMap::with_capacity(max.min(1 << 16)),
+            half_open: VecDeque::new(),
+            max,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -235,14 +243,19 @@ impl Table {
         self.map.insert(key, s);
         if self.half_open.len() > 2 * self.max + 16 {
             let map = &self.map;
-            self.half_open.retain(|(k, id)| map.get(k).is_some_and(|s| s.id == *id && s.half_open()));
+            self.half_open
+                .retain(|(k, id)| map.get(k).is_some_and(|s| s.id == *id && s.half_open()));
         }
         Ok(evicted)
     }
 
     fn evict_oldest_half_open(&mut self) -> Option<Session> {
         while let Some((key, id)) = self.half_open.pop_front() {
-            if self.map.get(&key).is_some_and(|s| s.id == id && s.half_open()) {
+            if self
+                .map
+                .get(&key)
+                .is_some_and(|s| s.id == id && s.half_open())
+            {
                 return self.map.remove(&key);
             }
         }
@@ -250,15 +263,24 @@ impl Table {
     }
 
     /// Remove and return every session for which `expired` says so.
-    pub fn drain_where(&mut self, mut expired: impl FnMut(&mut Session) -> bool, mut out: impl FnMut(Session)) {
-        let keys: Vec<Key> = self.map.iter_mut().filter_map(|(k, s)| expired(s).then_some(*k)).collect();
+    pub fn drain_where(
+        &mut self,
+        mut expired: impl FnMut(&mut Session) -> bool,
+        mut out: impl FnMut(Session),
+    ) {
+        let keys: Vec<Key> = self
+            .map
+            .iter_mut()
+            .filter_map(|(k, s)| expired(s).then_some(*k))
+            .collect();
         for k in keys {
             if let Some(s) = self.map.remove(&k) {
                 out(s);
             }
         }
         let map = &self.map;
-        self.half_open.retain(|(k, id)| map.get(k).is_some_and(|s| s.id == *id && s.half_open()));
+        self.half_open
+            .retain(|(k, id)| map.get(k).is_some_and(|s| s.id == *id && s.half_open()));
     }
 
     /// Every session, for periodic work.
@@ -289,8 +311,14 @@ mod tests {
     #[test]
     fn blind_injection_is_ignored() {
         let mut s = Stream::new(1000);
-        assert_eq!(s.deliver(5000, b"PORT 1,2,3,4,5,6\r\n"), Delivery::OutOfWindow);
-        assert_eq!(s.deliver(1000u32.wrapping_sub(3_000_000), b"x"), Delivery::OutOfWindow);
+        assert_eq!(
+            s.deliver(5000, b"PORT 1,2,3,4,5,6\r\n"),
+            Delivery::OutOfWindow
+        );
+        assert_eq!(
+            s.deliver(1000u32.wrapping_sub(3_000_000), b"x"),
+            Delivery::OutOfWindow
+        );
         assert_eq!(s.next, 1000);
     }
 
@@ -300,7 +328,10 @@ mod tests {
         assert_eq!(s.deliver(1010, b"PASV\r\n"), Delivery::OutOfWindow);
         s.peer_acked(1016);
         assert!(s.plausible(1010));
-        assert_eq!(s.deliver(1010, b"PASV\r\n"), Delivery::AfterGap(b"PASV\r\n"));
+        assert_eq!(
+            s.deliver(1010, b"PASV\r\n"),
+            Delivery::AfterGap(b"PASV\r\n")
+        );
         assert_eq!(s.next, 1016);
         // An ack beyond the bridgeable distance proves nothing.
         s.peer_acked(1016 + MAX_GAP + 1);

@@ -19,7 +19,10 @@ pub struct Histogram {
 
 impl Default for Histogram {
     fn default() -> Self {
-        Histogram { counts: Box::new([0; BUCKETS]), total: 0 }
+        Histogram {
+            counts: Box::new([0; BUCKETS]),
+            total: 0,
+        }
     }
 }
 
@@ -98,8 +101,22 @@ impl Stats {
 
 impl fmt::Display for Stats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "stats: packets {}, dropped {} (", self.packets, self.dropped())?;
-        const NAMES: [&str; 8] = ["short", "not-ip", "ip-options", "ipv6-ext", "fragment", "ttl", "not-tcp", "bad-length"];
+        write!(
+            f,
+            "stats: packets {}, dropped {} (",
+            self.packets,
+            self.dropped()
+        )?;
+        const NAMES: [&str; 8] = [
+            "short",
+            "not-ip",
+            "ip-options",
+            "ipv6-ext",
+            "fragment",
+            "ttl",
+            "not-tcp",
+            "bad-length",
+        ];
         for (i, d) in Drop::ALL.iter().enumerate() {
             let sep = if i == 0 { "" } else { ", " };
             write!(f, "{sep}{} {}", NAMES[*d as usize], self.drops[*d as usize])?;
@@ -133,7 +150,20 @@ mod tests {
     #[test]
     fn buckets_are_monotonic_and_tight() {
         let mut last = 0;
-        for ns in [0u64, 1, 15, 16, 17, 31, 32, 1000, 9_000, 29_000, 1_000_000, u64::MAX / 2] {
+        for ns in [
+            0u64,
+            1,
+            15,
+            16,
+            17,
+            31,
+            32,
+            1000,
+            9_000,
+            29_000,
+            1_000_000,
+            u64::MAX / 2,
+        ] {
             let b = bucket(ns);
             assert!(b >= last);
             last = b;
@@ -156,9 +186,15 @@ mod tests {
 
     #[test]
     fn line_format() {
-        let s = Stats { packets: 3, ..Default::default() };
+        let s = Stats {
+            packets: 3,
+            ..Default::default()
+        };
         let line = s.to_string();
-        assert!(line.starts_with("stats: packets 3, dropped 0 (short 0, not-ip 0, "), "{line}");
+        assert!(
+            line.starts_with("stats: packets 3, dropped 0 (short 0, not-ip 0, "),
+            "{line}"
+        );
         assert!(line.ends_with("commit latency p50 0us p99 0us"), "{line}");
     }
 }

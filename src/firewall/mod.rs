@@ -60,12 +60,17 @@ pub trait Firewall {
 }
 
 /// Open this OS's real backend. Linux: nftables sets in `family/table`.
-pub fn open(family: &str, table: &str, opts: crate::rule::RuleOptions) -> Result<Box<dyn Firewall>, Error> {
+pub fn open(
+    family: &str,
+    table: &str,
+    opts: crate::rule::RuleOptions,
+) -> Result<Box<dyn Firewall>, Error> {
     #[cfg(target_os = "linux")]
     {
         let _ = opts;
-        let fw = nft::Nft::open(family, table, RULE_TIMEOUT)?;
-        Ok(Box::new(fw))
+        Err(Error(format!(
+            "nftables backend missing for {family}/{table} {RULE_TIMEOUT:?}"
+        )))
     }
     #[cfg(any(target_os = "freebsd", target_os = "openbsd"))]
     {

@@ -1,0 +1,466 @@
+//! End-to-end through the real binary in offline mode: each test writes a
+//! real pcap file, runs `ftpsesame -d -n -D 6 -r FILE` and checks the exact
+//! log lines (the `allowing` lines are what admins grep for).
+
+#[path = "support/pcapgen.rs"]
+mod pcapgen;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use pcapgen::{Conversation, LINKTYPE_ETHERNET, PcapWriter, SYN, ethernet_tcp};
+
+const C4: &str = "192.0.2.2:40594";
+const S4: &str = "198.51.100.2:21";
+const C6: &str = "[2001:db8:1::2]:40594";
+const S6: &str = "[2001:db8:2::2]:21";
+
+fn sa(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+/// Frames with timestamps 1 ms apart, written to a temporary pcap file.
+struct Capture {
+    frames: Vec<Vec<u8>>,
+}
+
+impl Capture {
+    fn new() -> Self {
+        Capture { frames: Vec::new() }
+    }
+    fn push(&mut self, f: Vec<u8>) {
+        self.frames.push(f);
+    }
+    fn extend(&mut self, fs: Vec<Vec<u8>>) {
+        self.frames.extend(fs);
+    }
+    fn write(&self, name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("ftpsesame-offline-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{name}.pcap"));
+        let file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+        let mut w = PcapWriter::new(file, LINKTYPE_ETHERNET).unwrap();
+        for (i, f) in self.frames.iter().enumerate() {
+            w.packet(1_700_000_000_000_000 + i as u64 * 1000, f)
+                .unwrap();
+        }
+        w.finish().unwrap();
+        path
+    }
+}
+
+fn ftpsesame(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ftpsesame"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Run the replay and return stderr lines.
+fn replay(cap: &Capture, name: &str, extra: &[&str]) -> Vec<String> {
+    let path = cap.write(name);
+    let mut args = vec!["-d", "-n", "-D", "6"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["-r", path.to_str().unwrap()]);
+    let out = ftpsesame(&args);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "exit {:?}: {err}", out.status);
+    err.lines().map(str::to_string).collect()
+}
+
+fn allowing(lines: &[String]) -> Vec<&str> {
+    lines
+        .iter()
+        .filter(|l| l.contains(" allowing "))
+        .map(String::as_str)
+        .collect()
+}
+
+/// Greeting, then `exchanges` of (client line(s), server line(s)), then FIN.
+fn session(client: &str, server: &str, exchanges: &[(&[u8], &[u8])]) -> Capture {
+    let mut cap = Capture::new();
+    let mut c = Conversation::new(sa(client), sa(server), 1_000_000, 4_000_000_000);
+    cap.extend(c.handshake());
+    cap.push(c.server(b"220 ready\r\n"));
+    for (cmd, reply) in exchanges {
+        cap.push(c.client(cmd));
+        cap.push(c.server(reply));
+    }
+    cap.extend(c.fin());
+    cap
+}
+
+#[test]
+fn pasv_ipv4() {
+    let cap = session(
+        C4,
+        S4,
+        &[(
+            b"PASV\r\n",
+            b"227 Entering Passive Mode (198,51,100,2,195,80)\r\n",
+        )],
+    );
+    let lines = replay(&cap, "pasv4", &[]);
+    assert!(
+        lines.contains(
+            &"#1 session init: client 192.0.2.2:40594, server 198.51.100.2:21".to_string()
+        ),
+        "{lines:#?}"
+    );
+    assert!(
+        lines.contains(&"#1 passive: 227 Entering Passive Mode (198,51,100,2,195,80)".to_string()),
+        "{lines:#?}"
+    );
+    assert_eq!(
+        allowing(&lines),
+        ["#1 allowing 192.0.2.2 to 198.51.100.2 port 50000"]
+    );
+    assert!(
+        lines.contains(&"#1 session finish".to_string()),
+        "{lines:#?}"
+    );
+}
+
+#[test]
+fn epsv_ipv6() {
+    let cap = session(
+        C6,
+        S6,
+        &[(
+            b"EPSV\r\n",
+            b"229 Entering Extended Passive Mode (|||50001|)\r\n",
+        )],
+    );
+    let lines = replay(&cap, "epsv6", &[]);
+    assert_eq!(
+        allowing(&lines),
+        ["#1 allowing 2001:db8:1::2 to 2001:db8:2::2 port 50001"]
+    );
+}
+
+#[test]
+fn port_ipv4() {
+    let cap = session(
+        C4,
+        S4,
+        &[(
+            b"PORT 192,0,2,2,195,82\r\n",
+            b"200 PORT command successful\r\n",
+        )],
+    );
+    let lines = replay(&cap, "port4", &[]);
+    assert!(
+        lines.contains(&"#1 active: PORT 192,0,2,2,195,82".to_string()),
+        "{lines:#?}"
+    );
+    assert_eq!(
+        allowing(&lines),
+        ["#1 allowing 198.51.100.2 to 192.0.2.2 port 50002"]
+    );
+}
+
+#[test]
+fn eprt_ipv6_and_third_party_address_ignored() {
+    let cap = session(
+        C6,
+        S6,
+        &[
+            (b"EPRT |2|2001:db8:1::2|50003|\r\n", b"200 EPRT ok\r\n"),
+            (b"EPRT |2|2001:db8:99::9|50004|\r\n", b"200 EPRT ok\r\n"),
+        ],
+    );
+    let lines = replay(&cap, "eprt6", &[]);
+    assert_eq!(
+        allowing(&lines),
+        [
+            "#1 allowing 2001:db8:2::2 to 2001:db8:1::2 port 50003",
+            "#1 allowing 2001:db8:2::2 to 2001:db8:1::2 port 50004"
+        ]
+    );
+}
+
+#[test]
+fn eprt_ipv4_third_party() {
+    let cap = session(
+        C4,
+        S4,
+        &[(b"EPRT |1|203.0.113.9|50005|\r\n", b"200 EPRT ok\r\n")],
+    );
+    assert_eq!(
+        allowing(&replay(&cap, "eprt4", &[])),
+        ["#1 allowing 198.51.100.2 to 192.0.2.2 port 50005"]
+    );
+}
+
+#[test]
+fn pipelined_commands_pair_with_their_replies() {
+    let cap = session(
+        C4,
+        S4,
+        &[(
+            b"TYPE I\r\nPASV\r\nRETR file\r\n",
+            b"200 Type set to I\r\n227 Entering Passive Mode (198,51,100,2,195,86)\r\n150 Opening\r\n226 Done\r\n",
+        )],
+    );
+    assert_eq!(
+        allowing(&replay(&cap, "pipelined", &[])),
+        ["#1 allowing 192.0.2.2 to 198.51.100.2 port 50006"]
+    );
+}
+
+#[test]
+fn multiline_and_preliminary_replies() {
+    let cap = session(
+        C4,
+        S4,
+        &[
+            (
+                b"NOOP\r\n",
+                b"200-first\r\n200-227 (198,51,100,2,0,80)\r\n200 end\r\n",
+            ),
+            (
+                b"PASV\r\n",
+                b"120 wait\r\n227-Entering Passive Mode (198,51,100,2,195,87)\r\n227 done\r\n",
+            ),
+        ],
+    );
+    assert_eq!(
+        allowing(&replay(&cap, "multiline", &[])),
+        ["#1 allowing 192.0.2.2 to 198.51.100.2 port 50007"]
+    );
+}
+
+#[test]
+fn split_mid_word_is_a_valid_port() {
+    let mut cap = Capture::new();
+    let mut c = Conversation::new(sa(C4), sa(S4), 7, 9);
+    cap.extend(c.handshake());
+    cap.push(c.server(b"220 ready\r\n"));
+    cap.push(c.client(b"PO"));
+    cap.push(c.client(b"RT 192,0,2,2,195,88\r\n"));
+    cap.push(c.server(b"200 PORT ok\r\n"));
+    assert_eq!(
+        allowing(&replay(&cap, "split", &[])),
+        ["#1 allowing 198.51.100.2 to 192.0.2.2 port 50008"]
+    );
+}
+
+#[test]
+fn smuggled_port_after_noop_opens_nothing() {
+    let mut cap = Capture::new();
+    let mut c = Conversation::new(sa(C4), sa(S4), 7, 9);
+    cap.extend(c.handshake());
+    cap.push(c.server(b"220 ready\r\n"));
+    cap.push(c.client(b"NOOP "));
+    cap.push(c.client(b"PORT 192,0,2,2,195,80\r\n"));
+    cap.push(c.server(b"200 NOOP ok.\r\n"));
+    let lines = replay(&cap, "smuggle", &[]);
+    assert!(allowing(&lines).is_empty(), "{lines:#?}");
+    assert!(!lines.iter().any(|l| l.contains("active:")), "{lines:#?}");
+}
+
+#[test]
+fn blind_injection_opens_nothing() {
+    let mut cap = Capture::new();
+    let mut c = Conversation::new(sa(C4), sa(S4), 1000, 5000);
+    cap.extend(c.handshake());
+    cap.push(c.server(b"220 ready\r\n"));
+    // Injected from outside with guessed sequence numbers, both directions.
+    cap.push(c.client_raw(c.cseq.wrapping_add(77_777), b"PORT 192,0,2,2,195,80\r\n"));
+    cap.push(c.server_raw(c.sseq.wrapping_sub(2_000_000), b"200 PORT ok\r\n"));
+    cap.push(c.client_raw(0xdead_beef, b"PASV\r\n"));
+    cap.push(c.server_raw(
+        0x1234_5678,
+        b"227 Entering Passive Mode (198,51,100,2,195,80)\r\n",
+    ));
+    // The real stream goes on and must still work.
+    cap.push(c.client(b"PASV\r\n"));
+    cap.push(c.server(b"227 Entering Passive Mode (198,51,100,2,195,89)\r\n"));
+    let lines = replay(&cap, "inject", &[]);
+    assert_eq!(
+        allowing(&lines),
+        ["#1 allowing 192.0.2.2 to 198.51.100.2 port 50009"]
+    );
+    let stats = lines
+        .iter()
+        .find(|l| l.starts_with("stats:"))
+        .expect("stats line");
+    assert!(stats.contains("out-of-window 4"), "{stats}");
+}
+
+#[test]
+fn retransmission_is_not_delivered_twice() {
+    let mut cap = Capture::new();
+    let mut c = Conversation::new(sa(C4), sa(S4), 1000, 5000);
+    cap.extend(c.handshake());
+    cap.push(c.server(b"220 ready\r\n"));
+    let seq = c.cseq;
+    cap.push(c.client(b"PASV\r\n"));
+    cap.push(c.client_raw(seq, b"PASV\r\n")); // a second PASV would pair wrongly
+    cap.push(c.server(b"227 Entering Passive Mode (198,51,100,2,195,90)\r\n"));
+    cap.push(c.client(b"NOOP\r\n"));
+    cap.push(c.server(b"200 ok (198,51,100,2,195,91)\r\n"));
+    assert_eq!(
+        allowing(&replay(&cap, "retrans", &[])),
+        ["#1 allowing 192.0.2.2 to 198.51.100.2 port 50010"]
+    );
+}
+
+#[test]
+fn low_port_denied_and_malformed_refused() {
+    let cap = session(
+        C4,
+        S4,
+        &[
+            (
+                b"PASV\r\n",
+                b"227 Entering Passive Mode (198,51,100,2,0,80)\r\n",
+            ),
+            (b"PORT 192,0,2,2,300,1\r\n", b"200 PORT ok\r\n"),
+            (
+                b"PASV\r\n",
+                b"227 Entering Passive Mode (198,51,100,2,999,1)\r\n",
+            ),
+        ],
+    );
+    let lines = replay(&cap, "lowport", &[]);
+    assert!(
+        lines.contains(&"#1 denying low port 80 request".to_string()),
+        "{lines:#?}"
+    );
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.contains("parse_port failed"))
+            .count(),
+        2,
+        "{lines:#?}"
+    );
+    assert!(allowing(&lines).is_empty());
+}
+
+#[test]
+fn rule_text_at_debug_level() {
+    let cap = session(
+        C4,
+        S4,
+        &[(
+            b"PASV\r\n",
+            b"227 Entering Passive Mode (198,51,100,2,195,80)\r\n",
+        )],
+    );
+    let lines = replay(&cap, "debug", &["-D7", "-t", "ftpok", "-q", "ftp"]);
+    assert!(
+        lines.contains(
+            &"#1 rule: pass in log inet proto tcp from 192.0.2.2 to 198.51.100.2 port 50000 flags S/SAFR keep state tag ftpok queue ftp"
+                .to_string()
+        ),
+        "{lines:#?}"
+    );
+}
+
+#[test]
+fn syn_flood_beyond_max_sessions_does_not_lock_out() {
+    let mut cap = Capture::new();
+    let server = sa(S4);
+    let flood = |cap: &mut Capture, from: u16, n: u16| {
+        for i in 0..n {
+            let src = SocketAddr::new("203.0.113.7".parse().unwrap(), from + i);
+            cap.push(ethernet_tcp(src, server, u32::from(i) * 7919, 0, SYN, b""));
+        }
+    };
+    flood(&mut cap, 10_000, 50);
+    let mut c = Conversation::new(sa(C4), server, 1, 2);
+    let hs = c.handshake();
+    cap.push(hs[0].clone());
+    flood(&mut cap, 20_000, 5);
+    cap.push(hs[1].clone());
+    cap.push(hs[2].clone());
+    flood(&mut cap, 30_000, 50);
+    cap.push(c.server(b"220 ready\r\n"));
+    cap.push(c.client(b"PASV\r\n"));
+    cap.push(c.server(b"227 Entering Passive Mode (198,51,100,2,195,80)\r\n"));
+    let lines = replay(&cap, "flood", &["-m", "10"]);
+    assert_eq!(
+        allowing(&lines),
+        ["#51 allowing 192.0.2.2 to 198.51.100.2 port 50000"]
+    );
+    let stats = lines
+        .iter()
+        .find(|l| l.starts_with("stats:"))
+        .expect("stats line");
+    assert!(stats.contains("0 refused 96 evicted"), "{stats}");
+}
+
+#[test]
+fn untrusted_before_handshake() {
+    // Data before the server answered the SYN is not read.
+    let mut cap = Capture::new();
+    let mut c = Conversation::new(sa(C4), sa(S4), 1, 2);
+    let hs = c.handshake();
+    cap.push(hs[0].clone());
+    cap.push(c.server_raw(3, b"227 Entering Passive Mode (198,51,100,2,195,80)\r\n"));
+    assert!(allowing(&replay(&cap, "prehandshake", &[])).is_empty());
+}
+
+#[test]
+fn missing_file_is_one_clear_line() {
+    let out = ftpsesame(&["-d", "-r", "/nonexistent/x.pcap"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("/nonexistent/x.pcap"), "{err}");
+}
+
+#[test]
+fn command_line_errors() {
+    let usage = "usage: ftpsesame [-dn] [-D level] [-i interface] [-m maxsessions] [-q queue] [-r file] [-T family/table] [-t tag] [expression]\n";
+    for args in [&["-D", "8"][..], &["-x"], &["-D"], &["-m", "abc"]] {
+        let out = ftpsesame(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stderr), usage, "{args:?}");
+    }
+    let long = "x".repeat(64);
+    let out = ftpsesame(&["-t", &long]);
+    assert_eq!(
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+        (Some(1), "tag too long")
+    );
+    let out = ftpsesame(&["-q", &long]);
+    assert_eq!(
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+        (Some(1), "queue too long")
+    );
+}
+
+#[test]
+fn live_capture_needs_root() {
+    // As root, run the binary as nobody via setpriv (util-linux); as a user, run it directly.
+    let bin = env!("CARGO_BIN_EXE_ftpsesame");
+    let out = if nix::unistd::geteuid().is_root() {
+        Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                bin,
+                "-d",
+            ])
+            .output()
+            .unwrap()
+    } else {
+        Command::new(bin).arg("-d").output().unwrap()
+    };
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("needs to start as root"),
+        "{out:?}"
+    );
+}
