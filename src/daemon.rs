@@ -132,8 +132,11 @@ pub fn write_pidfile(path: &Path) -> Result<Pidfile, String> {
 /// chroot); create `dir` (root-owned, 0755) if absent; chroot into it and
 /// chdir `/`; on Linux with `keep_net_admin`, prepare to keep exactly
 /// CAP_NET_ADMIN; setgroups([gid]), setgid, setuid; then check that root
-/// cannot be regained. Nothing is changed if the lookup, mkdir or chroot
-/// fails; after a later failure the process is half-dropped and must exit.
+/// cannot be regained. The process is unchanged if the lookup, mkdir or
+/// chroot fails; after a later failure it is half-dropped and must exit.
+///
+/// Call it while single-threaded: on Linux capabilities, keepcaps and the
+/// bounding set belong to the calling thread only.
 pub fn drop_privileges(user: &str, dir: &Path, keep_net_admin: bool) -> Result<(), String> {
     let pw = match User::from_name(user) {
         Ok(Some(pw)) => pw,
