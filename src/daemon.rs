@@ -348,10 +348,12 @@ mod tests {
     fn unknown_user_is_refused_before_anything_changes() {
         // A name with a space cannot exist in /etc/passwd, so this can never
         // reach the chroot even when the tests run as root.
-        let dir = scratch("nouser").join("never-created");
+        let base = scratch("nouser");
+        let dir = base.join("never-created");
         let err = drop_privileges("ftpsesame no such user", &dir, true).unwrap_err();
         assert_eq!(err, "no such user: ftpsesame no such user");
         assert!(!dir.exists(), "mkdir must come after the user lookup");
+        std::fs::remove_dir_all(&base).unwrap();
     }
 
     #[test]
