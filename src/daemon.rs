@@ -132,8 +132,11 @@ pub fn write_pidfile(path: &Path) -> Result<Pidfile, String> {
 /// chroot); create `dir` (root-owned, 0755) if absent; chroot into it and
 /// chdir `/`; on Linux with `keep_net_admin`, prepare to keep exactly
 /// CAP_NET_ADMIN; setgroups([gid]), setgid, setuid; then check that root
-/// cannot be regained. Nothing is changed if the lookup, mkdir or chroot
-/// fails; after a later failure the process is half-dropped and must exit.
+/// cannot be regained. The process is unchanged if the lookup, mkdir or
+/// chroot fails; after a later failure it is half-dropped and must exit.
+///
+/// Call it while single-threaded: on Linux capabilities, keepcaps and the
+/// bounding set belong to the calling thread only.
 pub fn drop_privileges(user: &str, dir: &Path, keep_net_admin: bool) -> Result<(), String> {
     let pw = match User::from_name(user) {
         Ok(Some(pw)) => pw,
@@ -345,10 +348,12 @@ mod tests {
     fn unknown_user_is_refused_before_anything_changes() {
         // A name with a space cannot exist in /etc/passwd, so this can never
         // reach the chroot even when the tests run as root.
-        let dir = scratch("nouser").join("never-created");
+        let base = scratch("nouser");
+        let dir = base.join("never-created");
         let err = drop_privileges("ftpsesame no such user", &dir, true).unwrap_err();
         assert_eq!(err, "no such user: ftpsesame no such user");
         assert!(!dir.exists(), "mkdir must come after the user lookup");
+        std::fs::remove_dir_all(&base).unwrap();
     }
 
     #[test]
