@@ -100,7 +100,6 @@ impl Engine {
 
     /// One captured frame, taken at `ts` microseconds.
     pub fn packet(&mut self, ts: u64, frame: &[u8]) {
-        let started = Instant::now();
         self.stats.packets += 1;
         if ts >= self.next_purge {
             self.tick(ts);
@@ -140,7 +139,6 @@ impl Engine {
             stats: &mut self.stats,
             cfg: &self.cfg,
             ts,
-            started,
         };
         if ctx.segment(sess, from_client, &seg) {
             let sess = self.table.remove(&key).expect("session present");
@@ -305,7 +303,6 @@ struct Ctx<'a> {
     stats: &'a mut Stats,
     cfg: &'a Config,
     ts: u64,
-    started: Instant,
 }
 
 impl Ctx<'_> {
@@ -404,6 +401,8 @@ impl Ctx<'_> {
     }
 
     fn negotiate(&mut self, sess: &mut Session, neg: Negotiation, reply: &LineCopy) {
+        // Offline, latency is measured from here: the capture clock is not ours.
+        let started = Instant::now();
         let id = sess.id;
         let new = match policy::rules(neg, sess.client.ip(), sess.server.ip(), sess.real_client) {
             Ok(set) => set,
@@ -429,7 +428,7 @@ impl Ctx<'_> {
                 let ns = if self.cfg.live {
                     now_us().saturating_sub(self.ts) * 1000
                 } else {
-                    self.started.elapsed().as_nanos() as u64
+                    started.elapsed().as_nanos() as u64
                 };
                 self.stats.latency.record(ns);
                 self.stats.committed += 1;

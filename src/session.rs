@@ -179,13 +179,30 @@ impl Session {
     }
 }
 
-/// Unordered endpoint pair: the same key for both directions.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Key(SocketAddr, SocketAddr);
+/// Unordered endpoint pair: the same key for both directions. Compact
+/// (addresses as 16 bytes, IPv4 mapped) so hash probes stay in cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key {
+    lo: ([u8; 16], u16),
+    hi: ([u8; 16], u16),
+}
+
+fn endpoint(a: SocketAddr) -> ([u8; 16], u16) {
+    let ip = match a.ip() {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V6(v6) => v6.octets(),
+    };
+    (ip, a.port())
+}
 
 impl Key {
     pub fn new(a: SocketAddr, b: SocketAddr) -> Self {
-        if a <= b { Key(a, b) } else { Key(b, a) }
+        let (a, b) = (endpoint(a), endpoint(b));
+        if a <= b {
+            Key { lo: a, hi: b }
+        } else {
+            Key { lo: b, hi: a }
+        }
     }
 }
 
@@ -196,9 +213,13 @@ pub enum Full {
     Refused,
 }
 
-/// The bounded session table.
+/// The bounded session table: a hash index over a slab of sessions, so
+/// probes touch only small entries and sessions never move once placed.
 pub struct Table {
-    map: HashMap<Key, Session>,
+    /// Keyed with a per-process random seed: peers choose the keys.
+    index: HashMap<Key, u32, foldhash::fast::RandomState>,
+    slots: Vec<Option<(Key, Session)>>,
+    free: Vec<u32>,
     /// Half-open sessions in creation order (may hold stale entries).
     half_open: VecDeque<(Key, u32)>,
     max: usize,
@@ -206,92 +227,116 @@ pub struct Table {
 
 impl Table {
     pub fn new(max: usize) -> Self {
+        let cap = max.min(1 << 16);
         Table {
-            map: HashMap::with_capacity(max.min(1 << 16)),
+            index: HashMap::with_capacity_and_hasher(cap, foldhash::fast::RandomState::default()),
+            slots: Vec::with_capacity(cap),
+            free: Vec::new(),
             half_open: VecDeque::new(),
             max,
         }
     }
 
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.index.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.index.is_empty()
     }
 
     pub fn get_mut(&mut self, key: &Key) -> Option<&mut Session> {
-        self.map.get_mut(key)
+        let slot = *self.index.get(key)?;
+        self.slots[slot as usize].as_mut().map(|(_, s)| s)
+    }
+
+    fn is_live_half_open(&self, key: &Key, id: u32) -> bool {
+        self.index
+            .get(key)
+            .and_then(|&slot| self.slots[slot as usize].as_ref())
+            .is_some_and(|(_, s)| s.id == id && s.half_open())
     }
 
     pub fn remove(&mut self, key: &Key) -> Option<Session> {
-        self.map.remove(key)
+        let slot = self.index.remove(key)?;
+        self.free.push(slot);
+        self.slots[slot as usize].take().map(|(_, s)| s)
     }
 
     /// Insert a new half-open session; when the table is full, evict the
     /// oldest half-open one (returned, so its rules can be removed).
     pub fn insert(&mut self, key: Key, s: Session) -> Result<Option<Session>, Full> {
         let mut evicted = None;
-        if self.map.len() >= self.max {
+        if self.index.len() >= self.max {
             evicted = self.evict_oldest_half_open();
             if evicted.is_none() {
                 return Err(Full::Refused);
             }
         }
         self.half_open.push_back((key, s.id));
-        self.map.insert(key, s);
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot as usize] = Some((key, s));
+                slot
+            }
+            None => {
+                self.slots.push(Some((key, s)));
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.index.insert(key, slot);
         if self.half_open.len() > 2 * self.max + 16 {
-            let map = &self.map;
-            self.half_open
-                .retain(|(k, id)| map.get(k).is_some_and(|s| s.id == *id && s.half_open()));
+            self.compact_half_open();
         }
         Ok(evicted)
     }
 
+    fn compact_half_open(&mut self) {
+        let mut q = std::mem::take(&mut self.half_open);
+        q.retain(|(k, id)| self.is_live_half_open(k, *id));
+        self.half_open = q;
+    }
+
     fn evict_oldest_half_open(&mut self) -> Option<Session> {
         while let Some((key, id)) = self.half_open.pop_front() {
-            if self
-                .map
-                .get(&key)
-                .is_some_and(|s| s.id == id && s.half_open())
-            {
-                return self.map.remove(&key);
+            if self.is_live_half_open(&key, id) {
+                return self.remove(&key);
             }
         }
         None
     }
 
-    /// Remove and return every session for which `expired` says so.
+    /// Remove and hand to `out` every session for which `expired` says so.
     pub fn drain_where(
         &mut self,
         mut expired: impl FnMut(&mut Session) -> bool,
         mut out: impl FnMut(Session),
     ) {
-        let keys: Vec<Key> = self
-            .map
-            .iter_mut()
-            .filter_map(|(k, s)| expired(s).then_some(*k))
-            .collect();
-        for k in keys {
-            if let Some(s) = self.map.remove(&k) {
-                out(s);
+        for slot in 0..self.slots.len() {
+            let Some((key, s)) = self.slots[slot].as_mut() else {
+                continue;
+            };
+            if expired(s) {
+                let key = *key;
+                if let Some(s) = self.remove(&key) {
+                    out(s);
+                }
             }
         }
-        let map = &self.map;
-        self.half_open
-            .retain(|(k, id)| map.get(k).is_some_and(|s| s.id == *id && s.half_open()));
+        self.compact_half_open();
     }
 
     /// Every session, for periodic work.
     pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Session> {
-        self.map.values_mut()
+        self.slots.iter_mut().flatten().map(|(_, s)| s)
     }
 
     /// Remove everything.
     pub fn drain(&mut self) -> impl Iterator<Item = Session> + '_ {
         self.half_open.clear();
-        self.map.drain().map(|(_, s)| s)
+        self.index.clear();
+        self.free.clear();
+        self.slots.drain(..).flatten().map(|(_, s)| s)
     }
 }
 
