@@ -8,6 +8,10 @@
 //! tested without root.
 
 pub mod cli;
+#[cfg(target_os = "linux")]
+pub mod conntrack;
 pub mod firewall;
 pub mod log;
+#[cfg(target_os = "linux")]
+pub mod netlink;
 pub mod rule;

@@ -12,6 +12,8 @@ use std::net::{IpAddr, SocketAddr};
 use crate::rule::Rule;
 
 pub mod dryrun;
+#[cfg(target_os = "linux")]
+pub mod nft;
 
 /// A failed firewall operation, with a message fit for the log.
 #[derive(Debug)]
