@@ -119,10 +119,12 @@ const SPEC6: SetSpec = SetSpec {
 /// batch fit the socket's receive buffer.
 const FLUSH_CHUNK: usize = 64;
 
-/// A pending delete; `gone` once the kernel said the element is not there.
+/// A pending delete: the sequence number of its message in the current
+/// batch, and `gone` once the kernel said the element is not there.
 #[derive(Clone, Copy)]
 struct Del {
     rule: Rule,
+    seq: u32,
     gone: bool,
 }
 
@@ -374,11 +376,7 @@ impl Nft {
                     let k = msg.seq.wrapping_sub(first);
                     if errno != 0 {
                         if k >= 1 && k <= ndel && errno == libc::ENOENT {
-                            let d = self
-                                .dels
-                                .iter_mut()
-                                .filter(|d| !d.gone)
-                                .nth((k - 1) as usize);
+                            let d = self.dels.iter_mut().find(|d| !d.gone && d.seq == msg.seq);
                             if let Some(d) = d {
                                 d.gone = true;
                                 retry = true;
@@ -448,8 +446,9 @@ impl Nft {
                 netlink::NLM_F_REQUEST
             }
         };
-        for d in self.dels.iter().filter(|d| !d.gone) {
+        for d in self.dels.iter_mut().filter(|d| !d.gone) {
             seq = seq.wrapping_add(1);
+            d.seq = seq;
             let m = begin_elems(
                 &mut self.msg,
                 NFT_MSG_DELSETELEM,
@@ -505,7 +504,8 @@ impl Nft {
         let mut err = self.kernel_error(f.what, &target, e);
         if matches!(f.errno, libc::ENOENT | libc::EINVAL | libc::EOPNOTSUPP) {
             if let Ok(Some(problem)) = self.check() {
-                err.0 = format!("{}; {problem}\n{}", err.0, self.advice());
+                let problem = problem.strip_prefix("nftables: ").unwrap_or(&problem);
+                err.0 = format!("{} ({problem})\n{}", err.0, self.advice());
             }
         }
         err
@@ -554,6 +554,7 @@ impl Firewall for Nft {
             if cur > 0 && count == 0 {
                 self.dels.push(Del {
                     rule: *r,
+                    seq: 0,
                     gone: false,
                 });
             }
@@ -582,8 +583,11 @@ impl Firewall for Nft {
         for chunk in all.chunks(FLUSH_CHUNK) {
             self.adds.clear();
             self.dels.clear();
-            self.dels
-                .extend(chunk.iter().map(|&rule| Del { rule, gone: false }));
+            self.dels.extend(chunk.iter().map(|&rule| Del {
+                rule,
+                seq: 0,
+                gone: false,
+            }));
             match self.commit(0) {
                 Ok(()) => {
                     for r in chunk {
