@@ -424,7 +424,8 @@ fn set_deleted_then_recreated() {
 /// Two namespaces joined by a veth pair: `client` (192.0.2.2, 2001:db8::2)
 /// and `fw` (192.0.2.1, 2001:db8::1, plus 198.51.100.7 on lo) where
 /// conntrack runs and locally sourced 198.51.100.7 is masqueraded.
-fn conntrack_lab() -> (Netns, Netns) {
+/// `input` is the fw namespace's input chain body.
+fn conntrack_lab(input: &str) -> (Netns, Netns) {
     let client = Netns::new();
     let fw = Netns::new();
     client.exec(&[
@@ -451,7 +452,7 @@ fn conntrack_lab() -> (Netns, Netns) {
     fw.load(&format!(
         "{RULESET}
 table inet filter {{
-    chain input {{ type filter hook input priority 0; policy accept; ct state established,related accept; }}
+    chain input {{ type filter hook input priority 0; policy accept; {input} }}
 }}
 table ip nat {{
     chain postrouting {{ type nat hook postrouting priority srcnat; ip saddr 198.51.100.7 oifname \"vb\" masquerade; }}
@@ -466,7 +467,7 @@ fn conntrack_finds_plain_and_masqueraded_clients() {
     if !can_run() {
         return;
     }
-    let (client, fw) = conntrack_lab();
+    let (client, fw) = conntrack_lab("ct state established,related accept;");
 
     // Plain: client -> fw, tracked on input.
     let l4 = fw.enter(|| TcpListener::bind("192.0.2.1:2121").unwrap());
@@ -530,4 +531,39 @@ fn conntrack_finds_plain_and_masqueraded_clients() {
         assert_eq!(nft.lookup(untracked, c4_peer).unwrap(), State::NotTracked);
     });
     drop((l4, l6, c4, c6, lc, out));
+}
+
+#[test]
+fn elements_open_the_hole() {
+    if !can_run() {
+        return;
+    }
+    let (client, fw) = conntrack_lab(
+        "ct state established,related accept;
+         ip saddr . ip daddr . tcp dport @ftpsesame4 ct state new accept;
+         ip6 saddr . ip6 daddr . tcp dport @ftpsesame6 ct state new accept;
+         tcp dport 5000-5999 drop;",
+    );
+    let _l4 = fw.enter(|| TcpListener::bind("192.0.2.1:5001").unwrap());
+    let _l6 = fw.enter(|| TcpListener::bind("[2001:db8::1]:5001").unwrap());
+    let to4: SocketAddr = "192.0.2.1:5001".parse().unwrap();
+    let to6: SocketAddr = "[2001:db8::1]:5001".parse().unwrap();
+    let connects = |to: SocketAddr| {
+        client.enter(|| TcpStream::connect_timeout(&to, Duration::from_millis(300)).is_ok())
+    };
+    let hole4 = rule("192.0.2.2", "192.0.2.1", 5001);
+    let hole6 = rule("2001:db8::2", "2001:db8::1", 5001);
+
+    assert!(!connects(to4), "closed before the element exists");
+    assert!(!connects(to6), "closed before the element exists");
+    fw.enter(|| {
+        let mut nft = Nft::open("inet", "filter", TIMEOUT).expect("open");
+        nft.replace(1, &[], &[hole4, hole6]).unwrap();
+        // The element exists when replace() returns: connect right away.
+        assert!(connects(to4), "element lets the v4 connection in");
+        assert!(connects(to6), "element lets the v6 connection in");
+        nft.replace(1, &[hole4, hole6], &[]).unwrap();
+        assert!(!connects(to4), "closed again after removal");
+        assert!(!connects(to6), "closed again after removal");
+    });
 }

@@ -502,11 +502,11 @@ impl Nft {
             format!("set {} {} {}", self.family_name, self.table, f.set)
         };
         let mut err = self.kernel_error(f.what, &target, e);
-        if matches!(f.errno, libc::ENOENT | libc::EINVAL | libc::EOPNOTSUPP) {
-            if let Ok(Some(problem)) = self.check() {
-                let problem = problem.strip_prefix("nftables: ").unwrap_or(&problem);
-                err.0 = format!("{} ({problem})\n{}", err.0, self.advice());
-            }
+        if matches!(f.errno, libc::ENOENT | libc::EINVAL | libc::EOPNOTSUPP)
+            && let Ok(Some(problem)) = self.check()
+        {
+            let problem = problem.strip_prefix("nftables: ").unwrap_or(&problem);
+            err.0 = format!("{} ({problem})\n{}", err.0, self.advice());
         }
         err
     }
