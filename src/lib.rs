@@ -9,12 +9,16 @@
 
 pub mod capture;
 pub mod cli;
+#[cfg(target_os = "linux")]
+pub mod conntrack;
 pub mod daemon;
 pub mod decode;
 pub mod engine;
 pub mod firewall;
 pub mod ftp;
 pub mod log;
+#[cfg(target_os = "linux")]
+pub mod netlink;
 pub mod policy;
 pub mod reassembly;
 pub mod rule;

@@ -12,6 +12,8 @@ use std::net::{IpAddr, SocketAddr};
 use crate::rule::Rule;
 
 pub mod dryrun;
+#[cfg(target_os = "linux")]
+pub mod nft;
 
 /// A failed firewall operation, with a message fit for the log.
 #[derive(Debug)]
@@ -68,9 +70,7 @@ pub fn open(
     #[cfg(target_os = "linux")]
     {
         let _ = opts;
-        Err(Error(format!(
-            "nftables backend missing for {family}/{table} {RULE_TIMEOUT:?}"
-        )))
+        Ok(Box::new(nft::Nft::open(family, table, RULE_TIMEOUT)?))
     }
     #[cfg(any(target_os = "freebsd", target_os = "openbsd"))]
     {

@@ -1,0 +1,179 @@
+//! Conntrack lookup: is this captured control connection tracked by the
+//! kernel, and who is its client before NAT?
+//!
+//! One IPCTNL_MSG_CT_GET (ctnetlink, NFNL_SUBSYS_CTNETLINK) per question:
+//!
+//! ```text
+//! nlmsghdr type=CTNETLINK<<8|CT_GET flags=REQUEST
+//! nfgenmsg family=AF_INET|AF_INET6
+//! CTA_TUPLE_ORIG or CTA_TUPLE_REPLY (nested)
+//!     CTA_TUPLE_IP (nested)    CTA_IP_V4_SRC/DST or CTA_IP_V6_SRC/DST
+//!     CTA_TUPLE_PROTO (nested) CTA_PROTO_NUM=6, CTA_PROTO_SRC_PORT, CTA_PROTO_DST_PORT (be16)
+//! ```
+//!
+//! The kernel answers with an IPCTNL_MSG_CT_NEW describing the entry, whose
+//! CTA_TUPLE_ORIG source is the real client, or with ENOENT.
+//!
+//! The capture may sit on either side of a NAT. Without NAT, or on the
+//! inside, the captured client -> server is the entry's original tuple. When
+//! the client was masqueraded before the capture point, the captured
+//! packets match the entry's reply tuple read backwards (server -> client as
+//! rewritten), so that is tried second.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+
+use crate::netlink::{self, Attrs, MsgBuf, Socket};
+
+const IPCTNL_MSG_CT_NEW: u8 = 0;
+const IPCTNL_MSG_CT_GET: u8 = 1;
+
+const CTA_TUPLE_ORIG: u16 = 1;
+const CTA_TUPLE_REPLY: u16 = 2;
+const CTA_TUPLE_IP: u16 = 1;
+const CTA_TUPLE_PROTO: u16 = 2;
+const CTA_IP_V4_SRC: u16 = 1;
+const CTA_IP_V4_DST: u16 = 2;
+const CTA_IP_V6_SRC: u16 = 3;
+const CTA_IP_V6_DST: u16 = 4;
+const CTA_PROTO_NUM: u16 = 1;
+const CTA_PROTO_SRC_PORT: u16 = 2;
+const CTA_PROTO_DST_PORT: u16 = 3;
+
+/// A ctnetlink socket for state lookups. Buffers are reused: a lookup
+/// allocates nothing.
+pub struct Conntrack {
+    sock: Socket,
+    msg: MsgBuf,
+}
+
+impl Conntrack {
+    /// Open a netlink socket in the calling thread's network namespace.
+    pub fn open() -> io::Result<Conntrack> {
+        Ok(Conntrack {
+            sock: Socket::open()?,
+            msg: MsgBuf::new(),
+        })
+    }
+
+    /// Look the TCP connection `client -> server` (as captured) up.
+    ///
+    /// `Ok(Some(real_client))` when tracked, `real_client` being the
+    /// address before any source NAT; `Ok(None)` when the kernel has no
+    /// such entry (or the two addresses are of different families).
+    pub fn lookup(&mut self, client: SocketAddr, server: SocketAddr) -> io::Result<Option<IpAddr>> {
+        if client.is_ipv4() != server.is_ipv4() {
+            return Ok(None);
+        }
+        if let Some(real) = self.get(CTA_TUPLE_ORIG, client, server)? {
+            return Ok(Some(real));
+        }
+        self.get(CTA_TUPLE_REPLY, server, client)
+    }
+
+    /// One CT_GET for the tuple `src -> dst` given as `which` (original or
+    /// reply); returns the original source of the entry found.
+    fn get(&mut self, which: u16, src: SocketAddr, dst: SocketAddr) -> io::Result<Option<IpAddr>> {
+        let family = if src.is_ipv4() {
+            libc::AF_INET
+        } else {
+            libc::AF_INET6
+        } as u8;
+        let seq = self.sock.next_seqs(1);
+        self.msg.clear();
+        let m = self.msg.begin(
+            netlink::nfnl_type(netlink::NFNL_SUBSYS_CTNETLINK, IPCTNL_MSG_CT_GET),
+            netlink::NLM_F_REQUEST,
+            seq,
+            family,
+            0,
+        );
+        let tuple = self.msg.nest_begin(which);
+        let ip = self.msg.nest_begin(CTA_TUPLE_IP);
+        match (src.ip(), dst.ip()) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                self.msg.attr(CTA_IP_V4_SRC, &s.octets());
+                self.msg.attr(CTA_IP_V4_DST, &d.octets());
+            }
+            (IpAddr::V6(s), IpAddr::V6(d)) => {
+                self.msg.attr(CTA_IP_V6_SRC, &s.octets());
+                self.msg.attr(CTA_IP_V6_DST, &d.octets());
+            }
+            _ => return Ok(None),
+        }
+        self.msg.nest_end(ip);
+        let proto = self.msg.nest_begin(CTA_TUPLE_PROTO);
+        self.msg.attr_u8(CTA_PROTO_NUM, libc::IPPROTO_TCP as u8);
+        self.msg.attr_be16(CTA_PROTO_SRC_PORT, src.port());
+        self.msg.attr_be16(CTA_PROTO_DST_PORT, dst.port());
+        self.msg.nest_end(proto);
+        self.msg.nest_end(tuple);
+        self.msg.end(m);
+        self.sock.send(self.msg.as_bytes())?;
+
+        loop {
+            for msg in self.sock.recv()? {
+                if msg.seq != seq {
+                    continue; // a stale answer to an earlier, abandoned request
+                }
+                match msg.error() {
+                    Some(0) => return Ok(None),
+                    Some(libc::ENOENT) => return Ok(None),
+                    Some(errno) => return Err(io::Error::from_raw_os_error(errno)),
+                    None => {}
+                }
+                if msg.ty == netlink::nfnl_type(netlink::NFNL_SUBSYS_CTNETLINK, IPCTNL_MSG_CT_NEW) {
+                    return Ok(Some(orig_source(msg.nf_attrs()).ok_or_else(|| {
+                        io::Error::other("conntrack answer without an original source")
+                    })?));
+                }
+            }
+        }
+    }
+}
+
+/// The source address of the CTA_TUPLE_ORIG in a CT_NEW message.
+fn orig_source(attrs: Attrs<'_>) -> Option<IpAddr> {
+    let tuple = attrs.get(CTA_TUPLE_ORIG)?;
+    let ip = Attrs::new(tuple).get(CTA_TUPLE_IP)?;
+    for (ty, data) in Attrs::new(ip) {
+        match ty {
+            CTA_IP_V4_SRC => {
+                let a: [u8; 4] = data.try_into().ok()?;
+                return Some(IpAddr::from(a));
+            }
+            CTA_IP_V6_SRC => {
+                let a: [u8; 16] = data.try_into().ok()?;
+                return Some(IpAddr::from(a));
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::netlink::MsgBuf;
+
+    #[test]
+    fn finds_original_source() {
+        // A CT_NEW body as the kernel writes it: nfgenmsg then attributes.
+        let mut b = MsgBuf::new();
+        let m = b.begin(0x100, 0, 1, libc::AF_INET as u8, 0);
+        let t = b.nest_begin(CTA_TUPLE_ORIG);
+        let ip = b.nest_begin(CTA_TUPLE_IP);
+        b.attr(CTA_IP_V4_SRC, &[10, 0, 0, 2]);
+        b.attr(CTA_IP_V4_DST, &[198, 51, 100, 2]);
+        b.nest_end(ip);
+        b.nest_end(t);
+        b.end(m);
+        let body = &b.as_bytes()[netlink::NLMSG_HDRLEN + netlink::NFGENMSG_LEN..];
+        assert_eq!(
+            orig_source(Attrs::new(body)),
+            Some("10.0.0.2".parse().unwrap())
+        );
+        assert_eq!(orig_source(Attrs::new(&[])), None);
+    }
+}

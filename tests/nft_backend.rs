@@ -1,0 +1,569 @@
+//! The nftables backend and the conntrack lookup against the real kernel.
+//!
+//! Every test builds its own network namespaces (`fsnl-<pid>-<n>`), loads a
+//! ruleset there with `nft -f`, and runs the backend from a thread that
+//! entered the namespace with setns(2): netlink sockets belong to the
+//! namespace they are created in, so nothing here touches the host's
+//! ruleset. Namespaces are deleted by a Drop guard, also on failure.
+//!
+//! Needs root. Without it the tests print "skipped: needs root", unless
+//! FTPSESAME_E2E=required, in which case they fail.
+#![cfg(target_os = "linux")]
+
+use std::fs::File;
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use ftpsesame::conntrack::Conntrack;
+use ftpsesame::firewall::nft::Nft;
+use ftpsesame::firewall::{Firewall, State};
+use ftpsesame::rule::Rule;
+
+const TIMEOUT: Duration = Duration::from_secs(180);
+
+const DECL4: &str = "set ftpsesame4 { type ipv4_addr . ipv4_addr . inet_service; flags timeout; }";
+const DECL6: &str = "set ftpsesame6 { type ipv6_addr . ipv6_addr . inet_service; flags timeout; }";
+
+const RULESET: &str = "
+table inet filter {
+    set ftpsesame4 { type ipv4_addr . ipv4_addr . inet_service; flags timeout; }
+    set ftpsesame6 { type ipv6_addr . ipv6_addr . inet_service; flags timeout; }
+}
+";
+
+/// True when the test may run; prints the skip or panics when required.
+fn can_run() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let tools = ["ip", "nft"].iter().all(|t| {
+        Command::new(t)
+            .arg("-V")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok()
+    });
+    if root && tools {
+        return true;
+    }
+    let why = if root {
+        "needs ip and nft"
+    } else {
+        "needs root"
+    };
+    if std::env::var("FTPSESAME_E2E").as_deref() == Ok("required") {
+        panic!("FTPSESAME_E2E=required but this test {why}");
+    }
+    println!("skipped: {why}");
+    false
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A network namespace for one test; deleted on drop.
+struct Netns {
+    name: String,
+}
+
+impl Netns {
+    fn new() -> Netns {
+        let name = format!(
+            "fsnl-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        run(&["ip", "netns", "add", &name]);
+        let ns = Netns { name };
+        ns.exec(&["ip", "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// Run a command inside the namespace; panics unless it succeeds.
+    fn exec(&self, args: &[&str]) -> String {
+        let mut full = vec!["ip", "netns", "exec", &self.name];
+        full.extend_from_slice(args);
+        run(&full)
+    }
+
+    /// Replace the namespace's ruleset with `ruleset`.
+    fn load(&self, ruleset: &str) {
+        self.exec(&["nft", "flush", "ruleset"]);
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.name, "nft", "-f", "-"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("spawn nft");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(ruleset.as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success(), "nft -f failed:\n{ruleset}");
+    }
+
+    /// Elements of `inet filter <set>` per `nft -j`: ("src dst port", timeout s).
+    fn elements(&self, set: &str) -> Vec<(String, u64)> {
+        let json = self.exec(&["nft", "-j", "list", "set", "inet", "filter", set]);
+        let mut out = Vec::new();
+        for part in json.split("\"concat\": [").skip(1) {
+            let end = part.find(']').expect("concat list");
+            let key = part[..end].replace('"', "").replace(", ", " ");
+            let timeout = part[end..]
+                .split("\"timeout\": ")
+                .nth(1)
+                .map(|t| {
+                    t.chars()
+                        .take_while(char::is_ascii_digit)
+                        .collect::<String>()
+                })
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(0);
+            out.push((key, timeout));
+        }
+        out
+    }
+
+    /// Run `f` on a thread that has entered this namespace.
+    fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let fd = File::open(&path).expect("open netns");
+                // SAFETY: fd is a namespace file; setns only affects this thread.
+                let rc = unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) };
+                assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+                f()
+            })
+            .join()
+            .unwrap()
+        })
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+fn run(args: &[&str]) -> String {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn rule(src: &str, dst: &str, port: u16) -> Rule {
+    Rule {
+        src: src.parse().unwrap(),
+        dst: dst.parse().unwrap(),
+        port,
+    }
+}
+
+fn open_err(ns: &Netns) -> String {
+    match ns.enter(|| Nft::open("inet", "filter", TIMEOUT)) {
+        Ok(_) => panic!("open succeeded on a bad ruleset"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn open_checks_table_and_sets() {
+    if !can_run() {
+        return;
+    }
+    let ns = Netns::new();
+
+    ns.load(RULESET);
+    ns.enter(|| Nft::open("inet", "filter", TIMEOUT))
+        .expect("open");
+    // Declared with `typeof` instead of `type`: the same key.
+    ns.load(
+        "table inet filter {
+            set ftpsesame4 { typeof ip saddr . ip daddr . tcp dport; flags timeout; }
+            set ftpsesame6 { typeof ip6 saddr . ip6 daddr . tcp dport; flags timeout; }
+        }",
+    );
+    ns.enter(|| Nft::open("inet", "filter", TIMEOUT))
+        .expect("open typeof sets");
+    // Another table, named with -T.
+    ns.load(&RULESET.replace("inet filter", "ip fw"));
+    ns.enter(|| Nft::open("ip", "fw", TIMEOUT))
+        .expect("open ip/fw");
+
+    let cases: [(&str, &str); 5] = [
+        ("table inet other { }", "does not exist"),
+        (
+            "table inet filter {\n set ftpsesame6 { type ipv6_addr . ipv6_addr . inet_service; flags timeout; }\n}",
+            "set ftpsesame4 not found",
+        ),
+        (
+            &RULESET.replace(
+                "ipv4_addr . ipv4_addr . inet_service",
+                "ipv4_addr . inet_service",
+            ),
+            "wrong key type",
+        ),
+        (
+            &RULESET.replace(
+                "ipv4_addr . ipv4_addr . inet_service; flags timeout;",
+                "ipv4_addr . ipv4_addr . inet_service;",
+            ),
+            "lacks `flags timeout`",
+        ),
+        (
+            &RULESET.replace(
+                "ipv6_addr . ipv6_addr . inet_service",
+                "ipv4_addr . ipv4_addr . inet_service",
+            ),
+            "set ftpsesame6 in table inet filter has the wrong key type",
+        ),
+    ];
+    for (ruleset, problem) in cases {
+        ns.load(ruleset);
+        let e = open_err(&ns);
+        println!("open() refused:\n{e}\n");
+        assert!(e.contains(problem), "want `{problem}` in:\n{e}");
+        assert!(e.contains(DECL4), "want the set line in:\n{e}");
+        assert!(e.contains(DECL6), "want the set line in:\n{e}");
+    }
+
+    let e = match ns.enter(|| Nft::open("inetx", "filter", TIMEOUT)) {
+        Ok(_) => panic!("bad family accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains("unknown nftables family"), "{e}");
+}
+
+#[test]
+fn replace_adds_renegotiates_and_removes() {
+    if !can_run() {
+        return;
+    }
+    let ns = Netns::new();
+    ns.load(RULESET);
+    let a = rule("192.0.2.2", "198.51.100.2", 50012);
+    let b = rule("192.0.2.2", "198.51.100.2", 50013);
+    let v6 = rule("2001:db8::2", "2001:db8:1::2", 1024);
+
+    ns.enter(|| {
+        let mut nft = Nft::open("inet", "filter", TIMEOUT).expect("open");
+
+        nft.replace(1, &[], &[a, v6]).expect("add");
+        let e4 = ns.elements("ftpsesame4");
+        assert_eq!(e4.len(), 1, "{e4:?}");
+        assert_eq!(e4[0].0, "192.0.2.2 198.51.100.2 50012");
+        assert_eq!(e4[0].1, 180, "element timeout");
+        let e6 = ns.elements("ftpsesame6");
+        assert_eq!(e6.len(), 1, "{e6:?}");
+        assert_eq!(e6[0].0, "2001:db8::2 2001:db8:1::2 1024");
+        assert_eq!(e6[0].1, 180);
+
+        // Renegotiation: the old hole closes as the new one opens.
+        nft.replace(1, &[a, v6], &[b]).expect("renegotiate");
+        let e4 = ns.elements("ftpsesame4");
+        assert_eq!(e4.len(), 1, "{e4:?}");
+        assert_eq!(e4[0].0, "192.0.2.2 198.51.100.2 50013");
+        assert!(ns.elements("ftpsesame6").is_empty());
+
+        // Same port again: the element stays.
+        nft.replace(1, &[b], &[b]).expect("same rule");
+        assert_eq!(ns.elements("ftpsesame4").len(), 1);
+
+        // Session end.
+        nft.replace(1, &[b], &[]).expect("remove");
+        assert!(ns.elements("ftpsesame4").is_empty());
+        assert!(ns.elements("ftpsesame6").is_empty());
+    });
+}
+
+#[test]
+fn shared_elements_are_refcounted() {
+    if !can_run() {
+        return;
+    }
+    let ns = Netns::new();
+    ns.load(RULESET);
+    let a = rule("192.0.2.2", "198.51.100.2", 50012);
+    ns.enter(|| {
+        let mut nft = Nft::open("inet", "filter", TIMEOUT).expect("open");
+        nft.replace(1, &[], &[a]).unwrap();
+        nft.replace(2, &[], &[a]).unwrap();
+        nft.replace(1, &[a], &[]).unwrap();
+        assert_eq!(
+            ns.elements("ftpsesame4").len(),
+            1,
+            "still wanted by session 2"
+        );
+        nft.replace(2, &[a], &[]).unwrap();
+        assert!(ns.elements("ftpsesame4").is_empty());
+        // Removing what is no longer ours is a no-op, not an error.
+        nft.replace(2, &[a], &[]).unwrap();
+    });
+}
+
+#[test]
+fn elements_gone_under_us_are_not_errors() {
+    if !can_run() {
+        return;
+    }
+    let ns = Netns::new();
+    ns.load(RULESET);
+    let a = rule("192.0.2.2", "198.51.100.2", 50012);
+    let b = rule("192.0.2.3", "198.51.100.2", 50014);
+    let c = rule("2001:db8::3", "2001:db8:1::2", 2000);
+    ns.enter(|| {
+        let mut nft = Nft::open("inet", "filter", TIMEOUT).expect("open");
+        nft.replace(1, &[], &[a, c]).unwrap();
+        ns.exec(&["nft", "flush", "set", "inet", "filter", "ftpsesame4"]);
+        // The delete of `a` fails in the kernel; the add of `b` must still land.
+        nft.replace(1, &[a, c], &[b])
+            .expect("replace after external flush");
+        let e4 = ns.elements("ftpsesame4");
+        assert_eq!(e4.len(), 1, "{e4:?}");
+        assert_eq!(e4[0].0, "192.0.2.3 198.51.100.2 50014");
+        assert!(ns.elements("ftpsesame6").is_empty(), "c deleted");
+    });
+}
+
+#[test]
+fn flush_removes_only_ours() {
+    if !can_run() {
+        return;
+    }
+    let ns = Netns::new();
+    ns.load(RULESET);
+    ns.exec(&[
+        "nft",
+        "add",
+        "element",
+        "inet",
+        "filter",
+        "ftpsesame4",
+        "{ 203.0.113.9 . 198.51.100.2 . 21 timeout 1h }",
+    ]);
+    ns.enter(|| {
+        let mut nft = Nft::open("inet", "filter", TIMEOUT).expect("open");
+        for i in 0..150u16 {
+            nft.replace(
+                u32::from(i),
+                &[],
+                &[
+                    rule("192.0.2.2", "198.51.100.2", 40000 + i),
+                    rule("2001:db8::2", "2001:db8:1::2", 40000 + i),
+                ],
+            )
+            .unwrap();
+        }
+        assert_eq!(ns.elements("ftpsesame4").len(), 151);
+        assert_eq!(ns.elements("ftpsesame6").len(), 150);
+        // Some expire or vanish behind our back: still no error.
+        ns.exec(&["nft", "flush", "set", "inet", "filter", "ftpsesame6"]);
+        nft.flush().expect("flush");
+        let e4 = ns.elements("ftpsesame4");
+        assert_eq!(e4.len(), 1, "the admin's element stays: {e4:?}");
+        assert_eq!(e4[0].0, "203.0.113.9 198.51.100.2 21");
+        assert!(ns.elements("ftpsesame6").is_empty());
+        // Nothing left to delete the second time.
+        nft.flush().expect("second flush");
+    });
+}
+
+#[test]
+fn set_deleted_then_recreated() {
+    if !can_run() {
+        return;
+    }
+    let ns = Netns::new();
+    ns.load(RULESET);
+    let a = rule("192.0.2.2", "198.51.100.2", 50012);
+    let b = rule("192.0.2.2", "198.51.100.2", 50013);
+    ns.enter(|| {
+        let mut nft = Nft::open("inet", "filter", TIMEOUT).expect("open");
+        nft.replace(1, &[], &[a]).unwrap();
+        ns.exec(&["nft", "delete", "set", "inet", "filter", "ftpsesame4"]);
+
+        let e = nft.replace(2, &[], &[b]).expect_err("set is gone");
+        let e = e.to_string();
+        println!("replace() on a deleted set:\n{e}");
+        assert!(e.contains("ftpsesame4"), "{e}");
+        assert!(e.contains(DECL4), "advice in:\n{e}");
+        // Removing from a vanished set is fine.
+        nft.replace(1, &[a], &[]).expect("delete from vanished set");
+
+        ns.exec(&[
+            "nft",
+            "add",
+            "set",
+            "inet",
+            "filter",
+            "ftpsesame4",
+            "{ type ipv4_addr . ipv4_addr . inet_service; flags timeout; }",
+        ]);
+        nft.replace(2, &[], &[b]).expect("works again");
+        let e4 = ns.elements("ftpsesame4");
+        assert_eq!(e4.len(), 1, "{e4:?}");
+        assert_eq!(e4[0].0, "192.0.2.2 198.51.100.2 50013");
+    });
+}
+
+/// Two namespaces joined by a veth pair: `client` (192.0.2.2, 2001:db8::2)
+/// and `fw` (192.0.2.1, 2001:db8::1, plus 198.51.100.7 on lo) where
+/// conntrack runs and locally sourced 198.51.100.7 is masqueraded.
+/// `input` is the fw namespace's input chain body.
+fn conntrack_lab(input: &str) -> (Netns, Netns) {
+    let client = Netns::new();
+    let fw = Netns::new();
+    client.exec(&[
+        "ip", "link", "add", "va", "type", "veth", "peer", "name", "vb", "netns", &fw.name,
+    ]);
+    client.exec(&["ip", "addr", "add", "192.0.2.2/24", "dev", "va"]);
+    client.exec(&["ip", "addr", "add", "2001:db8::2/64", "dev", "va", "nodad"]);
+    client.exec(&["ip", "link", "set", "va", "up"]);
+    fw.exec(&["ip", "addr", "add", "192.0.2.1/24", "dev", "vb"]);
+    fw.exec(&["ip", "addr", "add", "2001:db8::1/64", "dev", "vb", "nodad"]);
+    fw.exec(&["ip", "addr", "add", "198.51.100.7/32", "dev", "lo"]);
+    fw.exec(&["ip", "link", "set", "vb", "up"]);
+    // Connections fw -> client leave from 198.51.100.7, so they get NATed.
+    fw.exec(&[
+        "ip",
+        "route",
+        "add",
+        "192.0.2.2/32",
+        "dev",
+        "vb",
+        "src",
+        "198.51.100.7",
+    ]);
+    fw.load(&format!(
+        "{RULESET}
+table inet filter {{
+    chain input {{ type filter hook input priority 0; policy accept; {input} }}
+}}
+table ip nat {{
+    chain postrouting {{ type nat hook postrouting priority srcnat; ip saddr 198.51.100.7 oifname \"vb\" masquerade; }}
+}}
+"
+    ));
+    (client, fw)
+}
+
+#[test]
+fn conntrack_finds_plain_and_masqueraded_clients() {
+    if !can_run() {
+        return;
+    }
+    let (client, fw) = conntrack_lab("ct state established,related accept;");
+
+    // Plain: client -> fw, tracked on input.
+    let l4 = fw.enter(|| TcpListener::bind("192.0.2.1:2121").unwrap());
+    let l6 = fw.enter(|| TcpListener::bind("[2001:db8::1]:2121").unwrap());
+    let c4 = client.enter(|| TcpStream::connect("192.0.2.1:2121").unwrap());
+    let c6 = client.enter(|| TcpStream::connect("[2001:db8::1]:2121").unwrap());
+
+    // Masqueraded: fw -> client from 198.51.100.7, seen on the wire as
+    // 192.0.2.1:<port>.
+    let lc = client.enter(|| TcpListener::bind("192.0.2.2:2121").unwrap());
+    let out = fw.enter(|| TcpStream::connect("192.0.2.2:2121").unwrap());
+    let (_acc, seen_from) = lc.accept().unwrap();
+    let real: SocketAddr = out.local_addr().unwrap();
+    assert_eq!(real.ip().to_string(), "198.51.100.7");
+    assert_eq!(
+        seen_from.ip().to_string(),
+        "192.0.2.1",
+        "masquerade applied"
+    );
+
+    let server_of_masq: SocketAddr = "192.0.2.2:2121".parse().unwrap();
+    let untracked: SocketAddr = "192.0.2.2:9".parse().unwrap();
+    let (c4_local, c4_peer) = (c4.local_addr().unwrap(), c4.peer_addr().unwrap());
+    let (c6_local, c6_peer) = (c6.local_addr().unwrap(), c6.peer_addr().unwrap());
+
+    fw.enter(|| {
+        let mut ct = Conntrack::open().expect("conntrack socket");
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+
+        assert_eq!(ct.lookup(c4_local, c4_peer).unwrap(), Some(ip("192.0.2.2")));
+        assert_eq!(
+            ct.lookup(c6_local, c6_peer).unwrap(),
+            Some(ip("2001:db8::2"))
+        );
+        // Captured after NAT: the reply tuple gives the real client.
+        assert_eq!(
+            ct.lookup(seen_from, server_of_masq).unwrap(),
+            Some(ip("198.51.100.7"))
+        );
+        // Captured before NAT: the original tuple.
+        assert_eq!(
+            ct.lookup(real, server_of_masq).unwrap(),
+            Some(ip("198.51.100.7"))
+        );
+        assert_eq!(ct.lookup(untracked, c4_peer).unwrap(), None);
+        assert_eq!(ct.lookup(c4_local, untracked).unwrap(), None);
+
+        let mut nft = Nft::open("inet", "filter", TIMEOUT).expect("open");
+        assert_eq!(
+            nft.lookup(seen_from, server_of_masq).unwrap(),
+            State::Tracked {
+                real_client: ip("198.51.100.7")
+            }
+        );
+        assert_eq!(
+            nft.lookup(c4_local, c4_peer).unwrap(),
+            State::Tracked {
+                real_client: ip("192.0.2.2")
+            }
+        );
+        assert_eq!(nft.lookup(untracked, c4_peer).unwrap(), State::NotTracked);
+    });
+    drop((l4, l6, c4, c6, lc, out));
+}
+
+#[test]
+fn elements_open_the_hole() {
+    if !can_run() {
+        return;
+    }
+    let (client, fw) = conntrack_lab(
+        "ct state established,related accept;
+         ip saddr . ip daddr . tcp dport @ftpsesame4 ct state new accept;
+         ip6 saddr . ip6 daddr . tcp dport @ftpsesame6 ct state new accept;
+         tcp dport 5000-5999 drop;",
+    );
+    let _l4 = fw.enter(|| TcpListener::bind("192.0.2.1:5001").unwrap());
+    let _l6 = fw.enter(|| TcpListener::bind("[2001:db8::1]:5001").unwrap());
+    let to4: SocketAddr = "192.0.2.1:5001".parse().unwrap();
+    let to6: SocketAddr = "[2001:db8::1]:5001".parse().unwrap();
+    let connects = |to: SocketAddr| {
+        client.enter(|| TcpStream::connect_timeout(&to, Duration::from_millis(300)).is_ok())
+    };
+    let hole4 = rule("192.0.2.2", "192.0.2.1", 5001);
+    let hole6 = rule("2001:db8::2", "2001:db8::1", 5001);
+
+    assert!(!connects(to4), "closed before the element exists");
+    assert!(!connects(to6), "closed before the element exists");
+    fw.enter(|| {
+        let mut nft = Nft::open("inet", "filter", TIMEOUT).expect("open");
+        nft.replace(1, &[], &[hole4, hole6]).unwrap();
+        // The element exists when replace() returns: connect right away.
+        assert!(connects(to4), "element lets the v4 connection in");
+        assert!(connects(to6), "element lets the v6 connection in");
+        nft.replace(1, &[hole4, hole6], &[]).unwrap();
+        assert!(!connects(to4), "closed again after removal");
+        assert!(!connects(to6), "closed again after removal");
+    });
+}
