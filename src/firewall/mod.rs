@@ -12,6 +12,13 @@ use std::net::{IpAddr, SocketAddr};
 use crate::rule::Rule;
 
 pub mod dryrun;
+pub mod macos;
+pub mod pf;
+
+#[cfg(target_os = "macos")]
+pub use macos::PfMac;
+#[cfg(any(target_os = "freebsd", target_os = "openbsd"))]
+pub use pf::Pf;
 
 /// A failed firewall operation, with a message fit for the log.
 #[derive(Debug)]
