@@ -144,11 +144,13 @@ ftps_pf_running(int fd)
 	void *buf;
 	int running, tries;
 
+	/* size 0 asks only for the packed length; a kernel that answers
+	 * ENOSPC instead is served by the growing retries below. */
 	memset(&nv, 0, sizeof nv);
-	if (ioctl(fd, DIOCGETSTATUSNV, &nv) == -1)
+	if (ioctl(fd, DIOCGETSTATUSNV, &nv) == -1 && errno != ENOSPC)
 		return neg_errno();
 	for (tries = 0; tries < 4; tries++) {
-		nv.size = nv.len + 4096;
+		nv.size = nv.len + ((size_t)4096 << tries);
 		buf = malloc(nv.size);
 		if (buf == NULL)
 			return -ENOMEM;
