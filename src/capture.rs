@@ -69,7 +69,13 @@ impl Live {
         cap.filter(expression, true)
             .map_err(|e| format!("bad expression \"{expression}\": {e}"))?;
         let cap = cap.setnonblock().map_err(|e| format!("{name}: {e}"))?;
-        // LOCKFILTER
+        if let Err(e) = crate::bpflock::lock(cap.as_raw_fd()) {
+            // macOS bpf cannot be locked; everywhere else this is fatal.
+            if e.kind() != std::io::ErrorKind::Unsupported {
+                return Err(format!("{name}: locking the capture filter: {e}"));
+            }
+            crate::logmsg!(crate::log::Level::Notice, "{name}: capture filter cannot be locked here: {e}");
+        }
         let link = link_of(cap.get_datalink())?;
         Ok(Live {
             cap,

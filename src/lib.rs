@@ -7,6 +7,7 @@
 //! Everything but `capture`, `daemon` and the kernel backends is pure and
 //! tested without root.
 
+pub mod bpflock;
 pub mod capture;
 pub mod cli;
 #[cfg(target_os = "linux")]

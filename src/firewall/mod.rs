@@ -14,6 +14,13 @@ use crate::rule::Rule;
 pub mod dryrun;
 #[cfg(target_os = "linux")]
 pub mod nft;
+pub mod macos;
+pub mod pf;
+
+#[cfg(target_os = "macos")]
+pub use macos::PfMac;
+#[cfg(any(target_os = "freebsd", target_os = "openbsd"))]
+pub use pf::Pf;
 
 /// A failed firewall operation, with a message fit for the log.
 #[derive(Debug)]

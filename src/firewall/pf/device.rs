@@ -1,0 +1,129 @@
+//! The real `/dev/pf` (FreeBSD, OpenBSD): [`PfDevice`] over the C glue.
+//!
+//! All knowledge of pf's structures stays in `pfglue.c`; this file only
+//! owns the descriptor, turns names into C strings and errno into
+//! [`Error`]s with the ioctl's name, as pfctl would print them.
+
+use std::ffi::{CStr, CString};
+use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
+
+use super::ffi::{self, FlatNatlook, FlatRule};
+use super::seam::{PfDevice, Ticket};
+use crate::firewall::Error;
+
+/// `/dev/pf`, opened read-write.
+pub struct BsdDevice {
+    file: File,
+}
+
+fn check(what: &str, rc: libc::c_int) -> Result<libc::c_int, Error> {
+    if rc < 0 {
+        Err(Error(format!(
+            "{what}: {}",
+            std::io::Error::from_raw_os_error(-rc)
+        )))
+    } else {
+        Ok(rc)
+    }
+}
+
+fn c_name(s: &str) -> Result<CString, Error> {
+    CString::new(s).map_err(|_| Error(format!("anchor name {s:?} contains NUL")))
+}
+
+impl BsdDevice {
+    /// Open `/dev/pf` and check that the glue was built with the same flat
+    /// layout as this crate (the build already asserts it; this catches a
+    /// stale object file).
+    pub fn open() -> Result<BsdDevice, Error> {
+        // SAFETY: plain functions returning sizeof.
+        let (rs, ns) = unsafe { (ffi::ftps_rule_size(), ffi::ftps_natlook_size()) };
+        if rs != std::mem::size_of::<FlatRule>() || ns != std::mem::size_of::<FlatNatlook>() {
+            return Err(Error("pf glue layout mismatch".into()));
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/pf")
+            .map_err(|e| Error(format!("open /dev/pf: {e}")))?;
+        Ok(BsdDevice { file })
+    }
+
+    fn fd(&self) -> libc::c_int {
+        self.file.as_raw_fd()
+    }
+}
+
+impl PfDevice for BsdDevice {
+    fn running(&mut self) -> Result<bool, Error> {
+        // SAFETY: fd is open; the call only reads status into its own memory.
+        let rc = check("DIOCGETSTATUS", unsafe { ffi::ftps_pf_running(self.fd()) })?;
+        Ok(rc == 1)
+    }
+
+    fn natlook(&mut self, q: &mut FlatNatlook) -> Result<bool, Error> {
+        // SAFETY: q is a valid, exclusively borrowed FlatNatlook.
+        let rc = check("DIOCNATLOOK", unsafe { ffi::ftps_pf_natlook(self.fd(), q) })?;
+        Ok(rc == 1)
+    }
+
+    fn begin(&mut self, anchor: &str) -> Result<Ticket, Error> {
+        let a = c_name(anchor)?;
+        let mut t = Ticket { rules: 0, pool: 0 };
+        // SAFETY: a is NUL-terminated; the tickets are valid out-pointers.
+        check("DIOCXBEGIN", unsafe {
+            ffi::ftps_pf_begin(self.fd(), a.as_ptr(), &mut t.rules, &mut t.pool)
+        })?;
+        Ok(t)
+    }
+
+    fn add_rule(&mut self, anchor: &str, ticket: Ticket, rule: &FlatRule) -> Result<(), Error> {
+        let a = c_name(anchor)?;
+        // SAFETY: a is NUL-terminated; rule is a valid FlatRule whose name
+        // fields were built NUL-terminated by FlatRule::new.
+        check("DIOCADDRULE", unsafe {
+            ffi::ftps_pf_add_rule(self.fd(), a.as_ptr(), ticket.rules, ticket.pool, rule)
+        })?;
+        Ok(())
+    }
+
+    fn commit(&mut self, anchor: &str, ticket: Ticket) -> Result<(), Error> {
+        let a = c_name(anchor)?;
+        // SAFETY: a is NUL-terminated.
+        check("DIOCXCOMMIT", unsafe {
+            ffi::ftps_pf_commit(self.fd(), a.as_ptr(), ticket.rules)
+        })?;
+        Ok(())
+    }
+
+    fn rollback(&mut self, anchor: &str, ticket: Ticket) -> Result<(), Error> {
+        let a = c_name(anchor)?;
+        // SAFETY: a is NUL-terminated.
+        check("DIOCXROLLBACK", unsafe {
+            ffi::ftps_pf_rollback(self.fd(), a.as_ptr(), ticket.rules)
+        })?;
+        Ok(())
+    }
+
+    fn list_anchors(&mut self, parent: &str) -> Result<Vec<String>, Error> {
+        let p = c_name(parent)?;
+        let mut n = 0u32;
+        // SAFETY: p is NUL-terminated; n is a valid out-pointer.
+        check("DIOCGETRULESETS", unsafe {
+            ffi::ftps_pf_anchor_count(self.fd(), p.as_ptr(), &mut n)
+        })?;
+        let mut names = Vec::with_capacity(n as usize);
+        let mut buf = [0 as libc::c_char; 64];
+        for nr in 0..n {
+            // SAFETY: buf is writable for its length; the glue NUL-terminates.
+            check("DIOCGETRULESET", unsafe {
+                ffi::ftps_pf_anchor_name(self.fd(), p.as_ptr(), nr, buf.as_mut_ptr(), buf.len())
+            })?;
+            // SAFETY: the glue wrote a NUL-terminated string into buf.
+            let name = unsafe { CStr::from_ptr(buf.as_ptr()) };
+            names.push(name.to_string_lossy().into_owned());
+        }
+        Ok(names)
+    }
+}

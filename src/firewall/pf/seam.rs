@@ -1,0 +1,167 @@
+//! The ioctl seam: the few pf operations the backend needs, as a trait.
+//!
+//! The transaction and clean-up logic in [`super::PfEngine`] is generic over
+//! this trait so it compiles and is tested on every OS; only
+//! `device::BsdDevice` (FreeBSD/OpenBSD) implements it for real, by calling
+//! the C glue. pf cannot exist on Linux, so the tests use a recording fake
+//! here: the one place in the project where a fake is right.
+
+use super::ffi::{FlatNatlook, FlatRule};
+use crate::firewall::Error;
+
+/// Tickets of an open transaction: the ruleset ticket from DIOCXBEGIN and,
+/// where the OS wants one with every rule (FreeBSD), the address-pool
+/// ticket from DIOCBEGINADDRS (0 elsewhere).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ticket {
+    pub rules: u32,
+    pub pool: u32,
+}
+
+/// What the backend asks of `/dev/pf`.
+pub trait PfDevice {
+    /// DIOCGETSTATUS: is pf enabled?
+    fn running(&mut self) -> Result<bool, Error>;
+    /// DIOCNATLOOK with `q`'s direction; true and `q.rsaddr` filled when the
+    /// state table has the connection.
+    fn natlook(&mut self, q: &mut FlatNatlook) -> Result<bool, Error>;
+    /// DIOCXBEGIN on `anchor`'s filter ruleset (plus DIOCBEGINADDRS).
+    fn begin(&mut self, anchor: &str) -> Result<Ticket, Error>;
+    /// DIOCADDRULE into the open transaction.
+    fn add_rule(&mut self, anchor: &str, ticket: Ticket, rule: &FlatRule) -> Result<(), Error>;
+    /// DIOCXCOMMIT: the anchor now holds exactly the rules added.
+    fn commit(&mut self, anchor: &str, ticket: Ticket) -> Result<(), Error>;
+    /// DIOCXROLLBACK: abandon the transaction, the anchor is unchanged.
+    fn rollback(&mut self, anchor: &str, ticket: Ticket) -> Result<(), Error>;
+    /// DIOCGETRULESETS/DIOCGETRULESET: names of the anchors under `parent`.
+    fn list_anchors(&mut self, parent: &str) -> Result<Vec<String>, Error>;
+}
+
+#[cfg(test)]
+pub mod fake {
+    //! A recording `/dev/pf` with a tiny model of anchors, enough to check
+    //! call sequences and their effect.
+
+    use std::collections::BTreeMap;
+    use std::net::IpAddr;
+
+    use super::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub enum Call {
+        Running,
+        Natlook { dir: u8 },
+        Begin(String),
+        AddRule(String, Ticket, FlatRule),
+        Commit(String, Ticket),
+        Rollback(String, Ticket),
+        List(String),
+    }
+
+    #[derive(Default)]
+    pub struct Recorder {
+        pub calls: Vec<Call>,
+        pub enabled: bool,
+        /// Answer of natlook per direction code (1 in, 2 out).
+        pub states: BTreeMap<u8, IpAddr>,
+        /// Committed anchors (full path) and their rules.
+        pub anchors: BTreeMap<String, Vec<FlatRule>>,
+        /// Make add_rule fail for this port (host order).
+        pub fail_port: Option<u16>,
+        next_ticket: u32,
+        open: BTreeMap<String, (Ticket, Vec<FlatRule>)>,
+    }
+
+    impl Recorder {
+        pub fn new() -> Self {
+            Recorder {
+                enabled: true,
+                next_ticket: 100,
+                ..Default::default()
+            }
+        }
+    }
+
+    impl PfDevice for Recorder {
+        fn running(&mut self) -> Result<bool, Error> {
+            self.calls.push(Call::Running);
+            Ok(self.enabled)
+        }
+
+        fn natlook(&mut self, q: &mut FlatNatlook) -> Result<bool, Error> {
+            self.calls.push(Call::Natlook { dir: q.dir });
+            match self.states.get(&q.dir) {
+                Some(IpAddr::V4(a)) => {
+                    q.rsaddr = [0; 16];
+                    q.rsaddr[..4].copy_from_slice(&a.octets());
+                    Ok(true)
+                }
+                Some(IpAddr::V6(a)) => {
+                    q.rsaddr = a.octets();
+                    Ok(true)
+                }
+                None => Ok(false),
+            }
+        }
+
+        fn begin(&mut self, anchor: &str) -> Result<Ticket, Error> {
+            self.calls.push(Call::Begin(anchor.to_string()));
+            self.next_ticket += 1;
+            let t = Ticket {
+                rules: self.next_ticket,
+                pool: self.next_ticket + 1000,
+            };
+            self.open.insert(anchor.to_string(), (t, Vec::new()));
+            Ok(t)
+        }
+
+        fn add_rule(&mut self, anchor: &str, ticket: Ticket, rule: &FlatRule) -> Result<(), Error> {
+            self.calls
+                .push(Call::AddRule(anchor.to_string(), ticket, *rule));
+            if Some(u16::from_be(rule.port)) == self.fail_port {
+                return Err(Error("DIOCADDRULE: Invalid argument".into()));
+            }
+            match self.open.get_mut(anchor) {
+                Some((t, rules)) if *t == ticket => {
+                    rules.push(*rule);
+                    Ok(())
+                }
+                _ => Err(Error("DIOCADDRULE: Device busy".into())),
+            }
+        }
+
+        fn commit(&mut self, anchor: &str, ticket: Ticket) -> Result<(), Error> {
+            self.calls.push(Call::Commit(anchor.to_string(), ticket));
+            match self.open.remove(anchor) {
+                Some((t, rules)) if t == ticket => {
+                    // pf drops an anchor whose ruleset becomes empty.
+                    if rules.is_empty() {
+                        self.anchors.remove(anchor);
+                    } else {
+                        self.anchors.insert(anchor.to_string(), rules);
+                    }
+                    Ok(())
+                }
+                _ => Err(Error("DIOCXCOMMIT: Device busy".into())),
+            }
+        }
+
+        fn rollback(&mut self, anchor: &str, ticket: Ticket) -> Result<(), Error> {
+            self.calls.push(Call::Rollback(anchor.to_string(), ticket));
+            self.open.remove(anchor);
+            Ok(())
+        }
+
+        fn list_anchors(&mut self, parent: &str) -> Result<Vec<String>, Error> {
+            self.calls.push(Call::List(parent.to_string()));
+            let prefix = format!("{parent}/");
+            Ok(self
+                .anchors
+                .keys()
+                .filter_map(|k| k.strip_prefix(&prefix))
+                .filter(|rest| !rest.contains('/'))
+                .map(str::to_string)
+                .collect())
+        }
+    }
+}
