@@ -219,9 +219,16 @@ class Daemon:
         return False
 
     def text(self):
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         with open(self.log_path, errors="replace") as f:
             return f.read()
+
+    def catches(self, sig):
+        """True if the daemon handles `sig` (SigCgt in /proc): sending SIGUSR1 to
+        a process that does not would kill it."""
+        mask = int(proc_status(self.pid).get("SigCgt", "0"), 16)
+        return bool(mask & (1 << (int(sig) - 1)))
 
     def signal(self, sig):
         if self.proc.poll() is None:

@@ -97,9 +97,10 @@ def run_mode(lab, labpy, mode, args):
         res["error"] = "client: " + p.stderr[-300:]
     res["dropped_syns"] = lab.dropped_syns()
     if daemon:
-        daemon.signal(signal.SIGUSR1)
+        if daemon.catches(signal.SIGUSR1):
+            daemon.signal(signal.SIGUSR1)
         end = time.monotonic() + 3
-        while stats_line(daemon.text()) is None and time.monotonic() < end:
+        while daemon.catches(signal.SIGUSR1) and stats_line(daemon.text()) is None and time.monotonic() < end:
             time.sleep(0.05)
         rc = daemon.stop()
         res["daemon_exit"] = rc
