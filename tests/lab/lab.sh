@@ -1,0 +1,375 @@
+#!/usr/bin/env bash
+# The ftpsesame network lab: three network namespaces joined by veth pairs.
+#
+#   fslab-c (client)          fslab-fw (firewall)           fslab-s (server)
+#   eth0 192.0.2.2/24  ---  to-c 192.0.2.1/24
+#        2001:db8:1::2/64        2001:db8:1::1/64
+#                                to-s 198.51.100.1/24  ---  eth0 198.51.100.2/24
+#                                     2001:db8:2::1/64           2001:db8:2::2/64
+#
+# The firewall forwards with an nftables ruleset in table `inet filter` whose
+# forward chain drops by default; FTP data connections get through in one of
+# three modes:
+#   sesame  (default) only through the sets ftpsesame4/ftpsesame6, which the
+#           daemon fills;
+#   helper  the kernel FTP helper (`ct helper set "ftp"`), the performance peer;
+#   open    an open port range (passive 50000-50999, active 1024-65535 from the
+#           server side).
+# Every TCP SYN that reaches the end of the forward chain is counted by the
+# named counter `dropped_syn` before the policy drops it; port 21 is always
+# accepted, so these are the dropped data SYNs.  `--nat` masquerades the client
+# on the server-side interface to-s.
+#
+# Use as a CLI (`lab.sh up [--helper|--open] [--nat]`, `lab.sh down`, see
+# usage below) or source it and call the lab_* functions.  Namespace names
+# start with $FSLAB (default fslab).  This file installs nothing: deps.sh does.
+# Traffic never leaves the namespaces; the root namespace is not touched
+# except for files under $FSLAB_DIR and the directory /var/empty the daemon
+# chroots to.
+
+: "${FSLAB:=fslab}"
+: "${FSLAB_DIR:=/var/tmp/ftpsesame-lab}"
+: "${FSLAB_PROFTPD_ROOT:=$FSLAB_DIR/proftpd}"
+FSLAB_C=$FSLAB-c
+FSLAB_FW=$FSLAB-fw
+FSLAB_S=$FSLAB-s
+FSLAB_RUN=$FSLAB_DIR/run-$FSLAB
+FSLAB_PUB=$FSLAB_RUN/pub
+FSLAB_HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+
+FSLAB_CLIENT4=192.0.2.2
+FSLAB_SERVER4=198.51.100.2
+FSLAB_CLIENT6=2001:db8:1::2
+FSLAB_SERVER6=2001:db8:2::2
+FSLAB_FW_CLIENT_IF=to-c
+FSLAB_FW_SERVER_IF=to-s
+
+lab_ns_exists() {
+    ip netns list | awk '{print $1}' | grep -qxF "$1"
+}
+
+lab_exists() {
+    lab_ns_exists "$FSLAB_FW"
+}
+
+# lab_up [--helper|--open|--sesame] [--nat]
+lab_up() {
+    lab_down
+    local ns
+    for ns in "$FSLAB_C" "$FSLAB_FW" "$FSLAB_S"; do
+        ip netns add "$ns"
+        ip -n "$ns" link set lo up
+        # Addresses must be usable at once: no duplicate address detection.
+        ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.accept_dad=0 \
+            net.ipv6.conf.default.accept_dad=0
+    done
+    # Create each pair inside the firewall namespace and move the peer
+    # straight into its host: no interface ever appears in the root namespace.
+    ip -n "$FSLAB_FW" link add "$FSLAB_FW_CLIENT_IF" type veth peer name eth0 netns "$FSLAB_C"
+    ip -n "$FSLAB_FW" link add "$FSLAB_FW_SERVER_IF" type veth peer name eth0 netns "$FSLAB_S"
+
+    ip -n "$FSLAB_C" addr add 192.0.2.2/24 dev eth0
+    ip -n "$FSLAB_C" addr add 2001:db8:1::2/64 dev eth0 nodad
+    ip -n "$FSLAB_FW" addr add 192.0.2.1/24 dev "$FSLAB_FW_CLIENT_IF"
+    ip -n "$FSLAB_FW" addr add 2001:db8:1::1/64 dev "$FSLAB_FW_CLIENT_IF" nodad
+    ip -n "$FSLAB_FW" addr add 198.51.100.1/24 dev "$FSLAB_FW_SERVER_IF"
+    ip -n "$FSLAB_FW" addr add 2001:db8:2::1/64 dev "$FSLAB_FW_SERVER_IF" nodad
+    ip -n "$FSLAB_S" addr add 198.51.100.2/24 dev eth0
+    ip -n "$FSLAB_S" addr add 2001:db8:2::2/64 dev eth0 nodad
+    ip -n "$FSLAB_C" link set eth0 up
+    ip -n "$FSLAB_S" link set eth0 up
+    ip -n "$FSLAB_FW" link set "$FSLAB_FW_CLIENT_IF" up
+    ip -n "$FSLAB_FW" link set "$FSLAB_FW_SERVER_IF" up
+    ip -n "$FSLAB_C" route add default via 192.0.2.1
+    ip -n "$FSLAB_C" -6 route add default via 2001:db8:1::1
+    ip -n "$FSLAB_S" route add default via 198.51.100.1
+    ip -n "$FSLAB_S" -6 route add default via 2001:db8:2::1
+    ip netns exec "$FSLAB_FW" sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
+
+    lab_fw_load "$@"
+    lab_files
+    # The daemon's chroot directory (a Debian system has none by default).
+    mkdir -p -m 755 /var/empty
+}
+
+# Kill what runs in our namespaces (only processes we started live there),
+# then delete them.  Quiet and idempotent.
+lab_down() {
+    local ns pids
+    for ns in "$FSLAB_C" "$FSLAB_FW" "$FSLAB_S"; do
+        lab_ns_exists "$ns" || continue
+        pids=$(ip netns pids "$ns" 2>/dev/null)
+        [ -n "$pids" ] && kill $pids 2>/dev/null
+    done
+    sleep 0.1
+    for ns in "$FSLAB_C" "$FSLAB_FW" "$FSLAB_S"; do
+        lab_ns_exists "$ns" || continue
+        pids=$(ip netns pids "$ns" 2>/dev/null)
+        [ -n "$pids" ] && kill -9 $pids 2>/dev/null
+        ip netns del "$ns"
+    done
+    rm -f "$FSLAB_RUN"/*.pid
+    return 0
+}
+
+# Print the firewall ruleset for a mode: lab_fw_rules [--helper|--open|--sesame] [--nat]
+lab_fw_rules() {
+    local mode=sesame nat=0 a
+    for a in "$@"; do
+        case $a in
+        --helper) mode=helper ;;
+        --open) mode=open ;;
+        --sesame) mode=sesame ;;
+        --nat) nat=1 ;;
+        *) echo "lab_fw_rules: unknown option $a" >&2; return 1 ;;
+        esac
+    done
+    cat <<EOF
+flush ruleset
+table inet filter {
+	counter dropped_syn { }
+	set ftpsesame4 { type ipv4_addr . ipv4_addr . inet_service; flags timeout; }
+	set ftpsesame6 { type ipv6_addr . ipv6_addr . inet_service; flags timeout; }
+EOF
+    if [ $mode = helper ]; then
+        cat <<EOF
+	ct helper ftp { type "ftp" protocol tcp; l3proto inet; }
+	chain prerouting {
+		type filter hook prerouting priority filter; policy accept;
+		tcp dport 21 ct helper set "ftp"
+	}
+EOF
+    fi
+    cat <<EOF
+	chain forward {
+		type filter hook forward priority filter; policy drop;
+		ct state established,related accept
+		meta l4proto { icmp, ipv6-icmp } accept
+		tcp dport 21 ct state new accept
+		ip saddr . ip daddr . tcp dport @ftpsesame4 ct state new accept
+		ip6 saddr . ip6 daddr . tcp dport @ftpsesame6 ct state new accept
+EOF
+    if [ $mode = open ]; then
+        cat <<EOF
+		iifname "$FSLAB_FW_CLIENT_IF" tcp dport 50000-50999 ct state new accept
+		iifname "$FSLAB_FW_SERVER_IF" tcp dport 1024-65535 ct state new accept
+EOF
+    fi
+    cat <<EOF
+		tcp flags & (fin | syn | rst | ack) == syn counter name "dropped_syn"
+	}
+}
+EOF
+    if [ $nat = 1 ]; then
+        cat <<EOF
+table inet nat {
+	chain postrouting {
+		type nat hook postrouting priority srcnat; policy accept;
+		oifname "$FSLAB_FW_SERVER_IF" masquerade
+	}
+}
+EOF
+    fi
+}
+
+# Replace the firewall's ruleset and forget its connections:
+# lab_fw_load [--helper|--open|--sesame] [--nat]
+lab_fw_load() {
+    local rules
+    rules=$(lab_fw_rules "$@") || return 1
+    printf '%s\n' "$rules" | ip netns exec "$FSLAB_FW" nft -f - || return 1
+    ip netns exec "$FSLAB_FW" conntrack -F 2>/dev/null
+    return 0
+}
+
+# Dropped data SYNs so far.
+lab_dropped_syns() {
+    ip netns exec "$FSLAB_FW" nft list counter inet filter dropped_syn |
+        sed -n 's/.*packets \([0-9]*\).*/\1/p'
+}
+
+# Elements of both sets, one per line (empty output: none).
+lab_elements() {
+    local s
+    for s in ftpsesame4 ftpsesame6; do
+        ip netns exec "$FSLAB_FW" nft -j list set inet filter $s |
+            python3 -c 'import json,sys
+for o in json.load(sys.stdin)["nftables"]:
+    for e in o.get("set", {}).get("elem", []):
+        print(json.dumps(e))'
+    done
+}
+
+# Test files served by every server: a 1 MiB random file and a small one.
+lab_files() {
+    mkdir -p -m 755 "$FSLAB_RUN" "$FSLAB_PUB"
+    [ -s "$FSLAB_PUB/big.bin" ] || head -c 1048576 /dev/urandom >"$FSLAB_PUB/big.bin"
+    [ -s "$FSLAB_PUB/small.txt" ] || echo "ftpsesame lab small file" >"$FSLAB_PUB/small.txt"
+    chmod 644 "$FSLAB_PUB"/*
+}
+
+lab_vsftpd_conf() {
+    cat <<EOF
+listen=NO
+listen_ipv6=YES
+background=NO
+anonymous_enable=YES
+no_anon_password=YES
+anon_root=$FSLAB_PUB
+local_enable=NO
+write_enable=NO
+pasv_enable=YES
+pasv_min_port=50000
+pasv_max_port=50999
+port_enable=YES
+connect_from_port_20=NO
+seccomp_sandbox=NO
+xferlog_enable=NO
+dual_log_enable=NO
+syslog_enable=NO
+vsftpd_log_file=$FSLAB_RUN/vsftpd.log
+secure_chroot_dir=$FSLAB_RUN/vsftpd-empty
+max_per_ip=0
+max_clients=0
+EOF
+}
+
+lab_proftpd_conf() {
+    cat <<EOF
+ServerName "ftpsesame lab"
+ServerType standalone
+DefaultServer on
+Port 21
+UseIPv6 on
+User nobody
+Group nogroup
+PidFile $FSLAB_RUN/proftpd.pid
+ScoreboardFile $FSLAB_RUN/proftpd.scoreboard
+DelayTable none
+WtmpLog off
+UseReverseDNS off
+PassivePorts 50000 50999
+MaxInstances 200
+<Anonymous $FSLAB_PUB>
+	User ftp
+	Group nogroup
+	UserAlias anonymous ftp
+	RequireValidShell off
+	<Limit WRITE>
+		DenyAll
+	</Limit>
+</Anonymous>
+EOF
+}
+
+# Start one FTP server in the server namespace on port 21 (IPv4 and IPv6),
+# stopping the one that ran before: lab_server_start vsftpd|proftpd|pyftpdlib
+lab_server_start() {
+    local kind=$1 ld
+    lab_server_stop
+    lab_files
+    case $kind in
+    vsftpd)
+        mkdir -p -m 755 "$FSLAB_RUN/vsftpd-empty"
+        lab_vsftpd_conf >"$FSLAB_RUN/vsftpd.conf"
+        ip netns exec "$FSLAB_S" vsftpd "$FSLAB_RUN/vsftpd.conf" \
+            </dev/null >>"$FSLAB_RUN/server.log" 2>&1 &
+        ;;
+    proftpd)
+        lab_proftpd_conf >"$FSLAB_RUN/proftpd.conf"
+        ld=$FSLAB_PROFTPD_ROOT/usr/lib/x86_64-linux-gnu
+        LD_LIBRARY_PATH=$ld ip netns exec "$FSLAB_S" \
+            "$FSLAB_PROFTPD_ROOT/usr/sbin/proftpd" -n -q -c "$FSLAB_RUN/proftpd.conf" \
+            </dev/null >>"$FSLAB_RUN/server.log" 2>&1 &
+        ;;
+    pyftpdlib)
+        # Runs as root in the namespace; pyftpdlib serves anonymous read-only.
+        ip netns exec "$FSLAB_S" python3 -m pyftpdlib -i :: -p 21 -d "$FSLAB_PUB" \
+            -r 50000-50999 </dev/null >>"$FSLAB_RUN/server.log" 2>&1 &
+        ;;
+    *)
+        echo "lab_server_start: unknown server $kind" >&2
+        return 1
+        ;;
+    esac
+    echo $! >"$FSLAB_RUN/server.pid"
+    echo "$kind" >"$FSLAB_RUN/server.kind"
+    lab_wait_port "$FSLAB_S" "$FSLAB_SERVER4" 21 && lab_wait_port "$FSLAB_S" "$FSLAB_SERVER6" 21
+}
+
+lab_server_stop() {
+    local pid
+    [ -f "$FSLAB_RUN/server.pid" ] || return 0
+    pid=$(cat "$FSLAB_RUN/server.pid")
+    rm -f "$FSLAB_RUN/server.pid" "$FSLAB_RUN/server.kind"
+    kill "$pid" 2>/dev/null || return 0
+    local i
+    for i in $(seq 50); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.05
+    done
+    kill -9 "$pid" 2>/dev/null
+    # Session children of the server (vsftpd, proftpd fork per client) that
+    # outlived their parent: everything left in the server namespace is ours.
+    local left
+    left=$(ip netns pids "$FSLAB_S" 2>/dev/null)
+    [ -n "$left" ] && kill -9 $left 2>/dev/null
+    return 0
+}
+
+# Wait (up to 5 s) until something listens on ADDR:PORT inside namespace NS.
+lab_wait_port() {
+    local ns=$1 addr=$2 port=$3 i
+    for i in $(seq 100); do
+        if ip netns exec "$ns" python3 -c '
+import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=0.5)
+s.recv(1)
+' "$addr" "$port" 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.05
+    done
+    echo "lab: nothing listens on [$addr]:$port in $ns" >&2
+    return 1
+}
+
+lab_usage() {
+    cat >&2 <<EOF
+usage: lab.sh up [--helper|--open] [--nat]    create the lab (default mode: sesame sets only)
+       lab.sh mode [--helper|--open|--sesame] [--nat]   reload the firewall ruleset
+       lab.sh server vsftpd|proftpd|pyftpdlib|stop
+       lab.sh rules [--helper|--open] [--nat]  print the ruleset
+       lab.sh dropped | elements | status
+       lab.sh down
+EOF
+    return 1
+}
+
+lab_main() {
+    local cmd=${1:-}
+    shift || true
+    case $cmd in
+    up) lab_up "$@" ;;
+    down) lab_down ;;
+    mode) lab_fw_load "$@" ;;
+    rules) lab_fw_rules "$@" ;;
+    server) if [ "${1:-}" = stop ]; then lab_server_stop; else lab_server_start "$@"; fi ;;
+    dropped) lab_dropped_syns ;;
+    elements) lab_elements ;;
+    status)
+        ip netns list | grep "^$FSLAB-" || echo "lab is down"
+        lab_exists && ip netns exec "$FSLAB_FW" nft list ruleset
+        ;;
+    *) lab_usage ;;
+    esac
+}
+
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+    set -u
+    if [ "$(id -u)" != 0 ]; then
+        echo "lab.sh: needs root (network namespaces)" >&2
+        exit 1
+    fi
+    lab_main "$@"
+fi

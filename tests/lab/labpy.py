@@ -1,0 +1,256 @@
+"""Python side of the network lab: drives lab.sh, runs clients, servers and the daemon.
+
+Used by test_e2e.py and race.py.  Every network action happens inside the lab's
+namespaces (`ip netns exec`); this module only starts processes and reads the
+firewall's state (set elements, the dropped-SYN counter).
+"""
+
+import hashlib
+import json
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+LAB_SH = os.path.join(HERE, "lab.sh")
+REPO = os.path.dirname(os.path.dirname(HERE))
+PREFIX = os.environ.get("FSLAB", "fslab")
+NS_C, NS_FW, NS_S = PREFIX + "-c", PREFIX + "-fw", PREFIX + "-s"
+LAB_DIR = os.environ.get("FSLAB_DIR", "/var/tmp/ftpsesame-lab")
+PUB = os.path.join(LAB_DIR, "run-" + PREFIX, "pub")
+PROFTPD = os.path.join(os.environ.get("FSLAB_PROFTPD_ROOT", LAB_DIR + "/proftpd"), "usr/sbin/proftpd")
+CLIENT_IF, SERVER_IF = "to-c", "to-s"
+ADDR = {
+    4: {"client": "192.0.2.2", "server": "198.51.100.2", "fw_server_side": "198.51.100.1"},
+    6: {"client": "2001:db8:1::2", "server": "2001:db8:2::2", "fw_server_side": "2001:db8:2::1"},
+}
+DATA_MODES = ("pasv", "epsv", "port", "eprt")
+
+
+def daemon_bin():
+    return os.environ.get("FTPSESAME_BIN", os.path.join(REPO, "target/release/ftpsesame"))
+
+
+def missing_prerequisites():
+    """Why the lab cannot run here, or None."""
+    if os.geteuid() != 0:
+        return "needs root (network namespaces, nftables)"
+    for tool in ("ip", "nft", "conntrack", "vsftpd", "curl", "lftp"):
+        if shutil.which(tool) is None:
+            return f"{tool} not found (run tests/lab/deps.sh)"
+    if not os.access(PROFTPD, os.X_OK):
+        return f"{PROFTPD} missing (run tests/lab/deps.sh)"
+    try:
+        import pyftpdlib  # noqa: F401
+    except ImportError:
+        return "python module pyftpdlib missing (run tests/lab/deps.sh)"
+    return None
+
+
+def lab(fn, *args, check=True):
+    """Call one function of lab.sh."""
+    return subprocess.run(
+        ["bash", "-c", 'source "$0"; "$@"', LAB_SH, fn, *args],
+        check=check,
+        capture_output=True,
+        text=True,
+    )
+
+
+def netns(ns, *cmd):
+    return ["ip", "netns", "exec", ns, *cmd]
+
+
+def sha256_file(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 16), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass
+class Result:
+    ok: bool
+    seconds: float
+    detail: str
+
+
+class Lab:
+    """The three namespaces, one firewall mode and one FTP server at a time."""
+
+    def __init__(self):
+        self.server_kind = None
+        self.fw = None
+        self.tmp = tempfile.mkdtemp(prefix="fslab-out-")
+
+    def up(self):
+        lab("lab_up")
+        self.fw = ("--sesame",)
+        self.server_kind = None
+
+    def down(self):
+        lab("lab_down", check=False)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def mode(self, mode="sesame", nat=False):
+        """Load the firewall ruleset (resets the counter and conntrack)."""
+        args = ("--" + mode,) + (("--nat",) if nat else ())
+        lab("lab_fw_load", *args)
+        self.fw = args
+
+    def server(self, kind):
+        if kind != self.server_kind:
+            r = lab("lab_server_start", kind, check=False)
+            if r.returncode != 0:
+                raise RuntimeError(f"server {kind} did not start: {r.stderr}")
+            self.server_kind = kind
+
+    def dropped_syns(self):
+        return int(lab("lab_dropped_syns").stdout.strip() or 0)
+
+    def elements(self):
+        out = lab("lab_elements").stdout
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+    def wait_elements(self, pred, timeout=5.0):
+        """Poll the sets until pred(elements) holds; return the last elements."""
+        end = time.monotonic() + timeout
+        while True:
+            els = self.elements()
+            if pred(els) or time.monotonic() > end:
+                return els
+            time.sleep(0.05)
+
+    def transfer(self, client, family, mode, file="big.bin", timeout=10.0):
+        """Download `file` from the server through the firewall; Result.ok only
+        when the bytes arrive intact."""
+        host = ADDR[family]["server"]
+        out = os.path.join(self.tmp, f"{client}-{family}-{mode}.out")
+        if os.path.exists(out):
+            os.unlink(out)
+        cmd = client_command(client, host, family, mode, file, out, timeout)
+        t0 = time.monotonic()
+        try:
+            p = subprocess.run(netns(NS_C, *cmd), capture_output=True, text=True, timeout=timeout + 5)
+            rc, err = p.returncode, (p.stderr + p.stdout).strip()
+        except subprocess.TimeoutExpired:
+            rc, err = -1, "client killed after timeout"
+        dt = time.monotonic() - t0
+        want = sha256_file(os.path.join(PUB, file))
+        got = sha256_file(out) if os.path.exists(out) else None
+        if rc == 0 and got == want:
+            return Result(True, dt, "checksum ok")
+        return Result(False, dt, f"rc={rc} sha256 {'matches' if got == want else 'differs'}: {err[-400:]}")
+
+    def hold(self, family, mode, timeout=10.0):
+        """Start a session that negotiated a data connection and waits; returns
+        (process, reply dict).  Write a line to process.stdin to end it."""
+        cmd = netns(NS_C, "python3", os.path.join(HERE, "ftpget.py"), "hold",
+                    ADDR[family]["server"], mode, "--timeout", str(timeout))
+        p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        line = p.stdout.readline()
+        if not line:
+            p.kill()
+            raise RuntimeError("hold session failed: " + p.stderr.read())
+        return p, json.loads(line)
+
+
+def client_command(client, host, family, mode, file, out, timeout):
+    url_host = f"[{host}]" if family == 6 else host
+    if client == "curl":
+        cmd = ["curl", "-sS", "--max-time", str(timeout), "-o", out]
+        if mode == "pasv":
+            cmd.append("--disable-epsv")
+        elif mode in ("port", "eprt"):
+            cmd += ["-P", "-"]
+            if mode == "port":
+                cmd.append("--disable-eprt")
+        return cmd + [f"ftp://{url_host}/{file}"]
+    if client == "lftp":
+        # lftp negotiates EPSV/EPRT on IPv6 by itself; on IPv4 prefer-epsv picks.
+        settings = [
+            f"set net:timeout {int(timeout)}",
+            "set net:max-retries 1",
+            "set net:reconnect-interval-base 1",
+            "set ftp:passive-mode " + ("on" if mode in ("pasv", "epsv") else "off"),
+            "set ftp:prefer-epsv " + ("yes" if mode == "epsv" else "no"),
+        ]
+        script = "; ".join(settings + [f"open ftp://{url_host}", f"get {file} -o {out}"])
+        return ["lftp", "-c", script]
+    if client == "ftplib":
+        return ["python3", os.path.join(HERE, "ftpget.py"), "get", host, file, mode, out,
+                "--timeout", str(timeout)]
+    raise ValueError(client)
+
+
+class Daemon:
+    """ftpsesame running in the firewall namespace, logging to a file."""
+
+    def __init__(self, iface, extra=(), log_path=None):
+        if log_path is None:
+            fd, log_path = tempfile.mkstemp(prefix="fslab-daemon-", suffix=".log")
+            os.close(fd)
+        self.log_path = log_path
+        self.log = open(log_path, "w")
+        cmd = netns(NS_FW, daemon_bin(), "-d", "-D", "7", "-i", iface, *extra)
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log)
+        self.pid = self.proc.pid  # `ip netns exec` execs the daemon: same pid
+
+    def wait_ready(self, timeout=5.0):
+        """Ready once privileges are dropped (capture and firewall are open by
+        then).  Returns False if it never got there."""
+        proxy_uid = pwd.getpwnam("proxy").pw_uid
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                return False
+            st = proc_status(self.pid)
+            if st.get("Uid", "").split()[:1] == [str(proxy_uid)]:
+                time.sleep(0.1)  # let it enter its capture loop
+                return True
+            time.sleep(0.02)
+        return False
+
+    def text(self):
+        if not self.log.closed:
+            self.log.flush()
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+    def catches(self, sig):
+        """True if the daemon handles `sig` (SigCgt in /proc): sending SIGUSR1 to
+        a process that does not would kill it."""
+        mask = int(proc_status(self.pid).get("SigCgt", "0"), 16)
+        return bool(mask & (1 << (int(sig) - 1)))
+
+    def signal(self, sig):
+        if self.proc.poll() is None:
+            os.kill(self.pid, sig)
+
+    def stop(self, timeout=5.0):
+        """SIGTERM, wait; returns the exit code (None if it had to be killed)."""
+        if self.proc.poll() is None:
+            os.kill(self.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                return None
+        self.log.close()
+        return self.proc.returncode
+
+
+def proc_status(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+    except OSError:
+        return {}

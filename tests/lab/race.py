@@ -1,0 +1,175 @@
+#!/usr/bin/env python3
+"""The race benchmark: can the firewall open the hole before the client's data SYN?
+
+N back-to-back passive transfers of a small file on ONE control connection
+(ftplib, PASV, RETR), through the lab firewall, in three modes in the same run:
+
+    daemon  ftpsesame fills the nftables sets (skipped if the binary is missing)
+    helper  the kernel FTP helper, the performance peer
+    open    an open passive port range: the floor, no tracking at all
+
+For each mode it reports the data SYNs the firewall dropped (named counter
+`dropped_syn`: every dropped SYN is a lost race costing a 1 s retransmit),
+total time, and ratios to the kernel helper; in daemon mode also the daemon's
+commit latency from its `stats:` log line (asked for with SIGUSR1, else read at
+exit).  Bounded: N transfers or --time-limit seconds per mode, whichever first.
+
+    sudo tests/lab/race.py [-n 1000] [--modes daemon,helper,open] [--time-limit 300]
+
+This is a measurement, not a test: it prints figures and exits 0 unless the lab
+itself fails.
+"""
+
+import argparse
+import ftplib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def inner(host, n, file, limit, timeout):
+    """Runs inside the client namespace: the transfer loop on one connection."""
+    ftp = ftplib.FTP(timeout=timeout)
+    ftp.connect(host, 21)
+    ftp.login()
+    ftp.voidcmd("TYPE I")
+    ftp.set_pasv(True)  # IPv4: ftplib sends PASV
+    done = failures = 0
+    slowest = 0.0
+    t0 = time.monotonic()
+    while done + failures < n and time.monotonic() - t0 < limit:
+        t = time.monotonic()
+        try:
+            conn = ftp.transfercmd("RETR " + file)
+            with conn:
+                while conn.recv(65536):
+                    pass
+            ftp.voidresp()
+            done += 1
+        except (OSError, ftplib.Error) as e:
+            failures += 1
+            print(f"race: transfer {done + failures}: {e}", file=sys.stderr)
+            # A failed transfer may leave a reply pending; start a new session.
+            ftp.close()
+            ftp = ftplib.FTP(timeout=timeout)
+            ftp.connect(host, 21)
+            ftp.login()
+            ftp.voidcmd("TYPE I")
+        slowest = max(slowest, time.monotonic() - t)
+    total = time.monotonic() - t0
+    try:
+        ftp.quit()
+    except (OSError, ftplib.Error):
+        pass
+    print(json.dumps({"done": done, "failures": failures, "seconds": total, "slowest": slowest}))
+
+
+LATENCY = re.compile(r"commit latency p50 ([\d.]+)\s*(ns|us|µs|ms|s) p99 ([\d.]+)\s*(ns|us|µs|ms|s)")
+
+
+def stats_line(text):
+    lines = [line for line in text.splitlines() if "stats:" in line]
+    return lines[-1] if lines else None
+
+
+def run_mode(lab, labpy, mode, args):
+    lab.mode("sesame" if mode == "daemon" else mode)
+    daemon = None
+    if mode == "daemon":
+        daemon = labpy.Daemon(labpy.CLIENT_IF)
+        if not daemon.wait_ready():
+            daemon.stop()
+            return {"mode": mode, "error": "daemon did not start: " + daemon.text()[-300:]}
+    cmd = labpy.netns(labpy.NS_C, sys.executable, os.path.abspath(__file__), "--inner",
+                      labpy.ADDR[4]["server"], str(args.n), args.file, str(args.time_limit),
+                      str(args.timeout))
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.time_limit + 120)
+    res = {"mode": mode}
+    try:
+        res.update(json.loads(p.stdout.strip().splitlines()[-1]))
+    except (IndexError, ValueError):
+        res["error"] = "client: " + p.stderr[-300:]
+    res["dropped_syns"] = lab.dropped_syns()
+    if daemon:
+        if daemon.catches(signal.SIGUSR1):
+            daemon.signal(signal.SIGUSR1)
+        end = time.monotonic() + 3
+        while daemon.catches(signal.SIGUSR1) and stats_line(daemon.text()) is None and time.monotonic() < end:
+            time.sleep(0.05)
+        rc = daemon.stop()
+        res["daemon_exit"] = rc
+        res["stats"] = stats_line(daemon.text())
+        res["elements_left"] = len(lab.elements())
+    return res
+
+
+def report(results):
+    helper = next((r for r in results if r["mode"] == "helper" and "seconds" in r), None)
+    print(f"{'mode':<8} {'done':>6} {'failed':>6} {'dropped SYNs':>13} {'total s':>9} "
+          f"{'ms/transfer':>12} {'slowest ms':>11} {'vs helper':>10}")
+    for r in results:
+        if "seconds" not in r:
+            print(f"{r['mode']:<8} {r.get('error', 'no result')}")
+            continue
+        per = 1000 * r["seconds"] / max(1, r["done"] + r["failures"])
+        ratio = f"{r['seconds'] / helper['seconds']:.2f}x" if helper else "-"
+        print(f"{r['mode']:<8} {r['done']:>6} {r['failures']:>6} {r['dropped_syns']:>13} "
+              f"{r['seconds']:>9.2f} {per:>12.3f} {1000 * r['slowest']:>11.1f} {ratio:>10}")
+    for r in results:
+        if r["mode"] == "daemon" and "seconds" in r:
+            m = LATENCY.search(r.get("stats") or "")
+            latency = f"p50 {m.group(1)}{m.group(2)} p99 {m.group(3)}{m.group(4)}" if m else "not reported"
+            print(f"daemon: commit latency {latency}; exit {r['daemon_exit']}; "
+                  f"elements left {r['elements_left']}; stats line: {r.get('stats')}")
+
+
+def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "--inner":
+        host, n, file, limit, timeout = sys.argv[2:7]
+        inner(host, int(n), file, float(limit), float(timeout))
+        return 0
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("-n", type=int, default=1000, help="transfers per mode (default 1000)")
+    ap.add_argument("--modes", default="daemon,helper,open")
+    ap.add_argument("--server", default="vsftpd", choices=("vsftpd", "proftpd", "pyftpdlib"))
+    ap.add_argument("--file", default="small.txt")
+    ap.add_argument("--time-limit", type=float, default=300, help="seconds per mode (default 300)")
+    ap.add_argument("--timeout", type=float, default=10, help="socket timeout of the client")
+    args = ap.parse_args()
+    if not 1 <= args.n <= 100000:
+        ap.error("-n must be within 1..100000")
+    sys.path.insert(0, HERE)
+    import labpy
+
+    reason = labpy.missing_prerequisites()
+    if reason:
+        print("race.py: " + reason, file=sys.stderr)
+        return 1
+    modes = [m for m in args.modes.split(",") if m]
+    if "daemon" in modes and not os.access(labpy.daemon_bin(), os.X_OK):
+        print(f"race.py: {labpy.daemon_bin()} missing: daemon mode skipped", file=sys.stderr)
+        modes.remove("daemon")
+    lab = labpy.Lab()
+    results = []
+    try:
+        lab.up()
+        lab.server(args.server)
+        print(f"race: {args.n} passive transfers of {args.file} per mode on one control "
+              f"connection, server {args.server}, modes {','.join(modes)}", flush=True)
+        for mode in modes:
+            results.append(run_mode(lab, labpy, mode, args))
+            print(f"race: {mode} done", flush=True)
+    finally:
+        lab.down()
+    report(results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
