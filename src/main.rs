@@ -106,8 +106,13 @@ fn live(opts: &Options, rule_opts: RuleOptions) -> Result<(), String> {
         log::to_syslog();
         Some(daemon::write_pidfile(Path::new(PIDFILE))?)
     };
-    let keep_net_admin = cfg!(target_os = "linux") && !opts.dry_run;
-    daemon::drop_privileges(USER, Path::new(CHROOT), keep_net_admin)?;
+    if cfg!(target_os = "macos") && !opts.dry_run {
+        // The pfctl crate reopens /dev/pf for every change.
+        logmsg!(Level::Notice, "macOS: keeping privileges for /dev/pf");
+    } else {
+        let keep_net_admin = cfg!(target_os = "linux") && !opts.dry_run;
+        daemon::drop_privileges(USER, Path::new(CHROOT), keep_net_admin)?;
+    }
     logmsg!(
         Level::Notice,
         "listening on {} for \"{}\"{}",
