@@ -74,7 +74,10 @@ impl Live {
             if e.kind() != std::io::ErrorKind::Unsupported {
                 return Err(format!("{name}: locking the capture filter: {e}"));
             }
-            crate::logmsg!(crate::log::Level::Notice, "{name}: capture filter cannot be locked here: {e}");
+            crate::logmsg!(
+                crate::log::Level::Notice,
+                "{name}: capture filter cannot be locked here: {e}"
+            );
         }
         let link = link_of(cap.get_datalink())?;
         Ok(Live {

@@ -347,3 +347,44 @@ fn systemd_unit_verifies() {
         "systemd-analyze verify: {msgs}"
     );
 }
+
+/// The counters line documented in the README and the man page has the
+/// same fields, in the same order, as the one the daemon writes.
+#[test]
+fn documented_counters_match_the_daemon() {
+    // Every run of digits becomes N; white space is folded.
+    let shape = |s: &str| -> String {
+        let mut out = String::new();
+        let mut in_num = false;
+        for c in s.split_whitespace().collect::<Vec<_>>().join(" ").chars() {
+            if c.is_ascii_digit() {
+                if !in_num {
+                    out.push('N');
+                }
+                in_num = true;
+            } else {
+                in_num = false;
+                out.push(c);
+            }
+        }
+        out
+    };
+    let real = shape(&ftpsesame::stats::Stats::default().to_string());
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let line = readme
+        .lines()
+        .find(|l| l.starts_with("stats: "))
+        .expect("README has a stats: example");
+    assert_eq!(shape(line), real);
+    let man =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/man/ftpsesame.8")).unwrap();
+    let start = man
+        .find("stats: packets")
+        .expect("man page has a stats: example");
+    let block = &man[start..start + man[start..].find(".Ed").unwrap()];
+    assert_eq!(
+        shape(&block.split_whitespace().collect::<Vec<_>>().join(" ")),
+        real
+    );
+}

@@ -12,9 +12,9 @@ use std::net::{IpAddr, SocketAddr};
 use crate::rule::Rule;
 
 pub mod dryrun;
+pub mod macos;
 #[cfg(target_os = "linux")]
 pub mod nft;
-pub mod macos;
 pub mod pf;
 
 #[cfg(target_os = "macos")]
