@@ -353,10 +353,9 @@ impl Ctx<'_> {
         use crate::ftp::Command;
         let id = sess.id;
         let stats = &mut *self.stats;
-        // Negotiations found in this segment, in order; with more than fit,
-        // the last one wins (each would replace the one before anyway).
-        let mut found: [Option<(Negotiation, LineCopy)>; 4] = [None; 4];
-        let mut n_found = 0;
+        // The last negotiation in this segment: each one replaces the
+        // session's rules, so only the last one would survive anyway.
+        let mut found: Option<(Negotiation, LineCopy)> = None;
         let Session { c2s, s2c, ftp, .. } = sess;
         let buf = if from_client {
             &mut c2s.lines
@@ -381,8 +380,7 @@ impl Ctx<'_> {
             match ftp.server_line(line) {
                 ReplyEvent::Negotiated(n) => {
                     stats.negotiations += 1;
-                    found[n_found.min(found.len() - 1)] = Some((n, LineCopy::new(line)));
-                    n_found += 1;
+                    found = Some((n, LineCopy::new(line)));
                 }
                 ReplyEvent::ParseFailed => {
                     logmsg!(Level::Warning, "#{id} parse_port failed: {}", Vis(line))
@@ -395,7 +393,7 @@ impl Ctx<'_> {
             }
         });
         self.stats.long_lines += u64::from(long);
-        for (n, line) in found.into_iter().flatten() {
+        if let Some((n, line)) = found {
             self.negotiate(sess, n, &line);
         }
     }
