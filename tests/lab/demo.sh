@@ -37,6 +37,7 @@ source "$HERE/lab.sh"
 LOG=$(mktemp /tmp/ftpsesame-demo.XXXXXX.log)
 OUT=$(mktemp -d /tmp/ftpsesame-demo.XXXXXX)
 DAEMON=
+# shellcheck disable=SC2317  # called by the trap
 cleanup() {
     [ -n "$DAEMON" ] && kill "$DAEMON" 2>/dev/null && wait "$DAEMON" 2>/dev/null
     lab_down

@@ -35,10 +35,12 @@ FSLAB_FW=$FSLAB-fw
 FSLAB_S=$FSLAB-s
 FSLAB_RUN=$FSLAB_DIR/run-$FSLAB
 FSLAB_PUB=$FSLAB_RUN/pub
-FSLAB_HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
+# Addresses for scripts that source this file.
+# shellcheck disable=SC2034
 FSLAB_CLIENT4=192.0.2.2
 FSLAB_SERVER4=198.51.100.2
+# shellcheck disable=SC2034
 FSLAB_CLIENT6=2001:db8:1::2
 FSLAB_SERVER6=2001:db8:2::2
 FSLAB_FW_CLIENT_IF=to-c
@@ -89,23 +91,28 @@ lab_up() {
     lab_fw_load "$@"
     lab_files
     # The daemon's chroot directory (a Debian system has none by default).
-    mkdir -p -m 755 /var/empty
+    [ -d /var/empty ] || mkdir -m 755 /var/empty
+}
+
+# lab_ns_kill NS SIGNAL: signal every process in namespace NS (by pid).
+lab_ns_kill() {
+    local pids
+    mapfile -t pids < <(ip netns pids "$1" 2>/dev/null)
+    [ ${#pids[@]} -gt 0 ] && kill -s "$2" "${pids[@]}" 2>/dev/null
+    return 0
 }
 
 # Kill what runs in our namespaces (only processes we started live there),
 # then delete them.  Quiet and idempotent.
 lab_down() {
-    local ns pids
+    local ns
     for ns in "$FSLAB_C" "$FSLAB_FW" "$FSLAB_S"; do
-        lab_ns_exists "$ns" || continue
-        pids=$(ip netns pids "$ns" 2>/dev/null)
-        [ -n "$pids" ] && kill $pids 2>/dev/null
+        lab_ns_exists "$ns" && lab_ns_kill "$ns" TERM
     done
     sleep 0.1
     for ns in "$FSLAB_C" "$FSLAB_FW" "$FSLAB_S"; do
         lab_ns_exists "$ns" || continue
-        pids=$(ip netns pids "$ns" 2>/dev/null)
-        [ -n "$pids" ] && kill -9 $pids 2>/dev/null
+        lab_ns_kill "$ns" KILL
         ip netns del "$ns"
     done
     rm -f "$FSLAB_RUN"/*.pid
@@ -202,7 +209,8 @@ for o in json.load(sys.stdin)["nftables"]:
 
 # Test files served by every server: a 1 MiB random file and a small one.
 lab_files() {
-    mkdir -p -m 755 "$FSLAB_RUN" "$FSLAB_PUB"
+    mkdir -p "$FSLAB_PUB"
+    chmod 755 "$FSLAB_DIR" "$FSLAB_RUN" "$FSLAB_PUB"
     [ -s "$FSLAB_PUB/big.bin" ] || head -c 1048576 /dev/urandom >"$FSLAB_PUB/big.bin"
     [ -s "$FSLAB_PUB/small.txt" ] || echo "ftpsesame lab small file" >"$FSLAB_PUB/small.txt"
     chmod 644 "$FSLAB_PUB"/*
@@ -270,7 +278,7 @@ lab_server_start() {
     lab_files
     case $kind in
     vsftpd)
-        mkdir -p -m 755 "$FSLAB_RUN/vsftpd-empty"
+        mkdir -p "$FSLAB_RUN/vsftpd-empty"
         lab_vsftpd_conf >"$FSLAB_RUN/vsftpd.conf"
         ip netns exec "$FSLAB_S" vsftpd "$FSLAB_RUN/vsftpd.conf" \
             </dev/null >>"$FSLAB_RUN/server.log" 2>&1 &
@@ -303,24 +311,21 @@ lab_server_stop() {
     pid=$(cat "$FSLAB_RUN/server.pid")
     rm -f "$FSLAB_RUN/server.pid" "$FSLAB_RUN/server.kind"
     kill "$pid" 2>/dev/null || return 0
-    local i
-    for i in $(seq 50); do
+    local _
+    for _ in $(seq 50); do
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.05
     done
     kill -9 "$pid" 2>/dev/null
     # Session children of the server (vsftpd, proftpd fork per client) that
     # outlived their parent: everything left in the server namespace is ours.
-    local left
-    left=$(ip netns pids "$FSLAB_S" 2>/dev/null)
-    [ -n "$left" ] && kill -9 $left 2>/dev/null
-    return 0
+    lab_ns_kill "$FSLAB_S" KILL
 }
 
 # Wait (up to 5 s) until something listens on ADDR:PORT inside namespace NS.
 lab_wait_port() {
-    local ns=$1 addr=$2 port=$3 i
-    for i in $(seq 100); do
+    local ns=$1 addr=$2 port=$3 _
+    for _ in $(seq 100); do
         if ip netns exec "$ns" python3 -c '
 import socket, sys
 s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=0.5)

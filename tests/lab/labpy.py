@@ -55,7 +55,7 @@ def missing_prerequisites():
 def lab(fn, *args, check=True):
     """Call one function of lab.sh."""
     return subprocess.run(
-        ["bash", "-c", 'source "$0"; "$@"', LAB_SH, fn, *args],
+        ["bash", "-c", 'source "$1" && shift && "$@"', "lab", LAB_SH, fn, *args],
         check=check,
         capture_output=True,
         text=True,
