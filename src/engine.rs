@@ -356,6 +356,7 @@ impl Ctx<'_> {
         // The last negotiation in this segment: each one replaces the
         // session's rules, so only the last one would survive anyway.
         let mut found: Option<(Negotiation, LineCopy)> = None;
+        let mut refused: Option<u16> = None;
         let Session { c2s, s2c, ftp, .. } = sess;
         let buf = if from_client {
             &mut c2s.lines
@@ -368,9 +369,18 @@ impl Ctx<'_> {
                     CommandEvent::Queued(Command::Malformed) => {
                         logmsg!(Level::Warning, "#{id} parse_port failed: {}", Vis(line));
                     }
-                    CommandEvent::Queued(Command::Port(_) | Command::Eprt { .. }) => {
-                        // Logged now: the race only starts with the reply.
+                    CommandEvent::Queued(Command::Port(port)) => {
                         logmsg!(Level::Info, "#{id} active: {}", Vis(line));
+                        stats.negotiations += 1;
+                        found = Some((Negotiation::Active { port, v6: None }, LineCopy::new(line)));
+                    }
+                    CommandEvent::Queued(Command::Eprt { port, v6 }) => {
+                        logmsg!(Level::Info, "#{id} active: {}", Vis(line));
+                        stats.negotiations += 1;
+                        found = Some((
+                            Negotiation::Active { port, v6: Some(v6) },
+                            LineCopy::new(line),
+                        ));
                     }
                     CommandEvent::Overflow => stats.pending_overflow += 1,
                     _ => {}
@@ -378,10 +388,13 @@ impl Ctx<'_> {
                 return;
             }
             match ftp.server_line(line) {
+                // Active mode was opened at the command already (below).
+                ReplyEvent::Negotiated(Negotiation::Active { .. }) => {}
                 ReplyEvent::Negotiated(n) => {
                     stats.negotiations += 1;
                     found = Some((n, LineCopy::new(line)));
                 }
+                ReplyEvent::ActiveRefused { port } => refused = Some(port),
                 ReplyEvent::ParseFailed => {
                     logmsg!(Level::Warning, "#{id} parse_port failed: {}", Vis(line))
                 }
@@ -393,8 +406,33 @@ impl Ctx<'_> {
             }
         });
         self.stats.long_lines += u64::from(long);
+        if let Some(port) = refused {
+            self.active_refused(sess, port);
+        }
         if let Some((n, line)) = found {
             self.negotiate(sess, n, &line);
+        }
+    }
+
+    /// The server answered a PORT/EPRT with anything but 200: close the
+    /// hole opened for it, if it is still the session's current one.
+    fn active_refused(&mut self, sess: &mut Session, port: u16) {
+        let server = sess.server.ip();
+        if !sess.rules.iter().any(|r| r.port == port && r.src == server) {
+            return;
+        }
+        let mut old = [NO_RULE; 2];
+        let n = sess.rules.as_array(&mut old);
+        match self.fw.replace(sess.id, &old[..n], &[]) {
+            Ok(()) => {
+                sess.rules = RuleSet::EMPTY;
+                logmsg!(
+                    Level::Info,
+                    "#{} active: refused by the server, port {port} closed",
+                    sess.id
+                );
+            }
+            Err(e) => logmsg!(Level::Err, "#{} removing rules failed: {e}", sess.id),
         }
     }
 

@@ -7,7 +7,8 @@
 //! (`227-` ... `227 `) completes its command at its last line, judged by
 //! its first line (as the original did). A data connection is negotiated
 //! only by a *pair*: PORT/EPRT answered `200`, PASV answered `227`, EPSV
-//! answered `229`. Once `AUTH` is answered `234` the connection is
+//! answered `229`. (Active mode is also reported when the command is seen,
+//! see the engine, and a refusal of it is reported so the hole can close.) Once `AUTH` is answered `234` the connection is
 //! encrypted and nothing more is read from it.
 //!
 //! Addresses inside PORT/EPRT/227 are parsed (a malformed one is refused)
@@ -56,6 +57,8 @@ pub enum ReplyEvent {
     ParseFailed,
     /// The connection switched to TLS; it is no longer readable.
     Encrypted,
+    /// The server refused a PORT/EPRT (any final reply but 200).
+    ActiveRefused { port: u16 },
 }
 
 /// What one client line produced.
@@ -305,6 +308,9 @@ impl Matcher {
                 Some(port) => ReplyEvent::Negotiated(Negotiation::Passive { port }),
                 None => ReplyEvent::ParseFailed,
             },
+            (Command::Port(port) | Command::Eprt { port, .. }, _) => {
+                ReplyEvent::ActiveRefused { port }
+            }
             (Command::Auth, b"234") => {
                 self.encrypted = true;
                 ReplyEvent::Encrypted
@@ -362,7 +368,10 @@ mod tests {
     fn port_and_eprt_need_200() {
         let mut m = greeted();
         m.client_line(b"PORT 192,0,2,2,195,81");
-        assert_eq!(m.server_line(b"500 no"), ReplyEvent::None);
+        assert_eq!(
+            m.server_line(b"500 no"),
+            ReplyEvent::ActiveRefused { port: 50001 }
+        );
         m.client_line(b"PORT 192,0,2,2,195,81");
         assert_eq!(
             m.server_line(b"200 PORT ok"),

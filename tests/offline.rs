@@ -464,3 +464,37 @@ fn live_capture_needs_root() {
         "{out:?}"
     );
 }
+
+#[test]
+fn active_hole_opens_at_the_command_and_closes_when_refused() {
+    // Some servers (pyftpdlib) connect before they answer 200, so the hole
+    // opens when the PORT is seen; a refusal closes it again.
+    let cap = session(
+        C4,
+        S4,
+        &[
+            (
+                b"PORT 192,0,2,2,195,92\r\n",
+                b"500 Illegal PORT command\r\n",
+            ),
+            (b"EPRT |1|192.0.2.2|50013|\r\n", b"200 ok\r\n"),
+        ],
+    );
+    let lines = replay(&cap, "refused", &["-D7"]);
+    assert_eq!(
+        allowing(&lines),
+        [
+            "#1 allowing 198.51.100.2 to 192.0.2.2 port 50012",
+            "#1 allowing 198.51.100.2 to 192.0.2.2 port 50013"
+        ]
+    );
+    let closed = lines
+        .iter()
+        .position(|l| l == "#1 active: refused by the server, port 50012 closed")
+        .expect("closed");
+    let second = lines
+        .iter()
+        .position(|l| l.ends_with("port 50013"))
+        .unwrap();
+    assert!(closed < second, "{lines:#?}");
+}
