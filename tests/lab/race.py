@@ -82,7 +82,8 @@ def run_mode(lab, labpy, mode, args):
     lab.mode("sesame" if mode == "daemon" else mode)
     daemon = None
     if mode == "daemon":
-        daemon = labpy.Daemon(labpy.CLIENT_IF)
+        # The level admins run it at (-D 5), on the interface chosen.
+        daemon = labpy.Daemon(args.interface, ("-D", str(args.level)))
         if not daemon.wait_ready():
             daemon.stop()
             return {"mode": mode, "error": "daemon did not start: " + daemon.text()[-300:]}
@@ -140,6 +141,8 @@ def main():
     ap.add_argument("--server", default="vsftpd", choices=("vsftpd", "proftpd", "pyftpdlib"))
     ap.add_argument("--file", default="small.txt")
     ap.add_argument("--time-limit", type=float, default=300, help="seconds per mode (default 300)")
+    ap.add_argument("--interface", default="to-c", help="daemon capture interface (to-c or to-s)")
+    ap.add_argument("--level", type=int, default=5, help="daemon -D level (default 5)")
     ap.add_argument("--timeout", type=float, default=10, help="socket timeout of the client")
     args = ap.parse_args()
     if not 1 <= args.n <= 100000:
