@@ -13,10 +13,13 @@ use pcap::{Active, Capture, Offline};
 
 use crate::decode::Link;
 
-/// Snap length: GRO/GSO can hand us 64 KiB segments.
-pub const SNAPLEN: i32 = 262_144;
-/// Kernel buffer for bursts.
-const BUFFER: i32 = 4 << 20;
+/// Snap length. In immediate mode libpcap gives every packet a ring slot
+/// of this size, so it is the jumbo-frame size (control-connection
+/// segments are small; a longer one is dropped as `short` and the stream
+/// resynchronises) rather than GRO's 64 KiB, which left room for 16 packets.
+pub const SNAPLEN: i32 = 9216;
+/// Kernel ring: about 3,500 slots, enough to ride out a SYN flood burst.
+const BUFFER: i32 = 32 << 20;
 
 /// One captured packet: timestamp in microseconds and the frame.
 pub struct Frame<'a> {

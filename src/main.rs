@@ -131,6 +131,10 @@ fn live(opts: &Options, rule_opts: RuleOptions) -> Result<(), String> {
 }
 
 fn run_loop(cap: &mut Live, signals: &Signals, engine: &mut Engine) -> Result<(), String> {
+    // Packets the kernel dropped because we fell behind: said while running,
+    // at most once a second, since each one may have been a negotiation.
+    let mut dropped = 0;
+    let mut next_drop_check = 0;
     loop {
         let mut fds = [
             libc::pollfd {
@@ -173,6 +177,18 @@ fn run_loop(cap: &mut Live, signals: &Signals, engine: &mut Engine) -> Result<()
             logmsg!(Level::Notice, "exiting on signal");
             return Ok(());
         }
-        engine.tick(now_us());
+        let now = now_us();
+        if now >= next_drop_check {
+            next_drop_check = now + 1_000_000;
+            if let Some(d) = cap.kernel_drops().filter(|&d| d > dropped) {
+                logmsg!(
+                    Level::Warning,
+                    "capture: {} packets dropped by the kernel ({d} in all)",
+                    d - dropped
+                );
+                dropped = d;
+            }
+        }
+        engine.tick(now);
     }
 }

@@ -80,6 +80,8 @@ fn tcpdump(path: &PathBuf) -> Vec<String> {
 }
 
 /// Read with libpcap and decode every record.
+// timeval's fields are narrower than i64 on some targets (FreeBSD tv_usec).
+#[allow(clippy::unnecessary_cast)]
 fn read_back(path: &PathBuf, expect_link: Link) -> Vec<(i64, i64, Vec<u8>)> {
     let mut cap = pcap::Capture::from_file(path).unwrap();
     let link = Link::from_linktype(cap.get_datalink().0).expect("supported link type");
@@ -87,7 +89,11 @@ fn read_back(path: &PathBuf, expect_link: Link) -> Vec<(i64, i64, Vec<u8>)> {
     let mut out = Vec::new();
     while let Ok(p) = cap.next_packet() {
         assert_eq!(p.header.caplen, p.header.len);
-        out.push((p.header.ts.tv_sec, p.header.ts.tv_usec, p.data.to_vec()));
+        out.push((
+            p.header.ts.tv_sec as i64,
+            p.header.ts.tv_usec as i64,
+            p.data.to_vec(),
+        ));
     }
     out
 }
