@@ -20,6 +20,7 @@ or FAIL when FTPSESAME_E2E=required.
 
 import os
 import random
+import signal
 import re
 import socket
 import struct
@@ -546,3 +547,164 @@ def test_evasion_carrier(daemons, lab, family, name, expr, direction):
         assert_hole(lab, daemon, family, port + 1, active)
     finally:
         c.close()
+
+
+# ---------------------------------------------------------------- spoofed handshake
+
+SPOOFED = "203.0.113.7"
+
+
+def block_spoofed_sources():
+    """The firewall never admits 203.0.113.0/24 (dropped at ingress, after
+    the capture): conntrack never holds their connections."""
+    labpy.nft(NS_FW, f"""
+table netdev fsadv_nospoof {{
+    chain ingress {{
+        type filter hook ingress device "{CLIENT_IF}" priority -10; policy accept;
+        ip saddr 203.0.113.0/24 drop
+    }}
+}}
+""")
+
+
+def test_spoofed_handshake_not_in_statetable(daemon, lab):
+    """A whole control connection forged from the client side (SYN, SYN/ACK,
+    ACK, PASV, 227 all in sequence) that the firewall never admitted: the
+    daemon asks conntrack, finds nothing and trusts none of it."""
+    block_spoofed_sources()
+    mac_c = labpy.link_mac(NS_C, "eth0")
+    mac_fw = labpy.link_mac(NS_FW, CLIENT_IF)
+    server = ADDR[4]["server"]
+    cport, isn, sisn, port = 40007, 1000, 5000000, fresh_port()
+    E, IP, TCP = S["Ether"], S["IP"], S["TCP"]
+
+    def frame(from_client, flags, seq, ack, payload=b""):
+        src, dst = (SPOOFED, server) if from_client else (server, SPOOFED)
+        sp, dp = (cport, 21) if from_client else (21, cport)
+        return E(src=mac_c, dst=mac_fw) / IP(src=src, dst=dst) / TCP(
+            sport=sp, dport=dp, flags=flags, seq=seq, ack=ack, window=502) / payload
+
+    pasv = b"PASV\r\n"
+    reply = (pasv_line(port) + "\r\n").encode()
+    frames = [
+        frame(True, "S", isn, 0),
+        frame(False, "SA", sisn, isn + 1),
+        frame(True, "A", isn + 1, sisn + 1),
+        frame(False, "PA", sisn + 1, isn + 1, b"220 hello\r\n"),
+        frame(True, "PA", isn + 1, sisn + 12, pasv),
+        frame(False, "PA", sisn + 12, isn + 1 + len(pasv), reply),
+    ]
+    c = Control.__new__(Control)  # only its sender is needed
+    c.inject(frames)
+    time.sleep(0.3)
+    text = daemon.text()
+    assert "session not in statetable" in text, text
+    assert f"client {SPOOFED}:{cport}" in text, "the forged SYN was not even seen:\n" + text
+    assert_no_hole(lab, daemon, 4, port, active=False)
+    ct = subprocess_out(labpy.netns(NS_FW, "conntrack", "-L", "-s", SPOOFED))
+    assert SPOOFED not in ct, f"the firewall admitted the spoofed flow: {ct}"
+
+
+def subprocess_out(cmd):
+    import subprocess
+
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    return p.stdout
+
+
+# ---------------------------------------------------------------- SYN flood
+
+FLOOD_COUNT = int(os.environ.get("FTPSESAME_FLOOD_COUNT", "100000"))
+FLOOD_SECONDS = 60.0  # upper bound; at full speed it takes a second or two
+
+
+def checksum(data):
+    if len(data) % 2:
+        data += b"\0"
+    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+
+def syn_frames(n, mac_c, mac_fw):
+    """n SYNs to server:21 from 203.0.113.1-254, distinct ports, with valid
+    checksums: Ethernet + IPv4 + TCP, built by hand (scapy is too slow)."""
+    server = socket.inet_aton(ADDR[4]["server"])
+    eth = bytes.fromhex(mac_fw.replace(":", "")) + bytes.fromhex(mac_c.replace(":", "")) + b"\x08\x00"
+    rng = random.Random(7)
+    out = []
+    for i in range(n):
+        src = socket.inet_aton(f"203.0.113.{1 + i % 254}")
+        sport = 1024 + (i // 254) % 64000
+        tcp = struct.pack("!HHIIBBHHH", sport, 21, rng.getrandbits(32), 0, 5 << 4, 0x02, 64240, 0, 0)
+        pseudo = src + server + struct.pack("!BBH", 0, 6, len(tcp))
+        tcp = tcp[:16] + struct.pack("!H", checksum(pseudo + tcp)) + tcp[18:]
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), i & 0xFFFF, 0, 64, 6, 0, src, server)
+        ip = ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:]
+        out.append(eth + ip + tcp)
+    return out
+
+
+def rss_kib(pid):
+    st = labpy.proc_status(pid)
+    return int(st["VmRSS"].split()[0]), int(st["VmHWM"].split()[0])
+
+
+def test_syn_flood_while_client_works(daemons, lab):
+    """100k spoofed SYNs to port 21 at full speed while a real client
+    transfers: the transfers succeed, the daemon lives, memory stays bounded
+    (the session table holds at most -m sessions and evicts half-open ones)."""
+    # At the default log level: a debug line per SYN is not what is measured.
+    daemon = daemons("-D", os.environ.get("FTPSESAME_FLOOD_LEVEL", "5"))
+    block_spoofed_sources()  # the daemon sees them; conntrack and the server do not
+    mac_c = labpy.link_mac(NS_C, "eth0")
+    mac_fw = labpy.link_mac(NS_FW, CLIENT_IF)
+    frames = syn_frames(FLOOD_COUNT, mac_c, mac_fw)
+    # Warm up with one transfer so the baseline includes a used session.
+    r = lab.transfer("curl", 4, "pasv", timeout=OK_TIMEOUT)
+    assert r.ok, f"before the flood: {r.detail}\n{daemon.text()[-2000:]}"
+    rss0, hwm0 = rss_kib(daemon.pid)
+    sent = [0, 0.0]
+
+    def flood():
+        with in_netns(NS_C):
+            raw = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+        raw.bind(("eth0", 0))
+        t0 = time.monotonic()
+        send = raw.send
+        for i, f in enumerate(frames):
+            try:
+                send(f)
+            except BlockingIOError:
+                pass
+            if i & 1023 == 0 and time.monotonic() - t0 > FLOOD_SECONDS:
+                break
+            sent[0] = i + 1
+        sent[1] = time.monotonic() - t0
+        raw.close()
+
+    th = threading.Thread(target=flood)
+    th.start()
+    results = []
+    while th.is_alive() or not results:
+        for mode in ("pasv", "port"):
+            results.append((mode, lab.transfer("curl", 4, mode, timeout=OK_TIMEOUT)))
+    th.join()
+    results.append(("pasv-after", lab.transfer("curl", 4, "pasv", timeout=OK_TIMEOUT)))
+    time.sleep(0.5)
+    rss1, hwm1 = rss_kib(daemon.pid)
+    assert daemon.proc.poll() is None, "daemon died under the flood:\n" + daemon.text()[-3000:]
+    assert daemon.catches(signal.SIGUSR1)
+    daemon.signal(signal.SIGUSR1)
+    time.sleep(0.3)
+    stats = [line for line in daemon.text().splitlines() if "stats:" in line][-1:]
+    print(f"\nflood: {sent[0]} SYNs in {sent[1]:.2f} s ({sent[0] / max(sent[1], 1e-9):.0f}/s); "
+          f"{stats}; transfers {sum(r.ok for _, r in results)}/{len(results)} ok; "
+          f"VmRSS {rss0} -> {rss1} KiB, VmHWM {hwm0} -> {hwm1} KiB")
+    assert sent[0] == FLOOD_COUNT, f"flood stopped early: {sent[0]}"
+    for mode, r in results:
+        assert r.ok, f"{mode} transfer during the flood failed: {r.detail}"
+    # -m 1000 sessions of a few hundred bytes each: far below this bound.
+    assert hwm1 - hwm0 < 32 * 1024, f"peak RSS grew by {hwm1 - hwm0} KiB"
+    assert rss1 < 64 * 1024, f"RSS {rss1} KiB"
