@@ -254,3 +254,67 @@ def proc_status(pid):
             return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
     except OSError:
         return {}
+
+
+# ------------------------------------------------- in-process namespace access
+#
+# Adversarial and fault tests need sockets (raw ones too) inside the lab's
+# namespaces without a subprocess per packet.  setns(2) on CLONE_NEWNET
+# changes only the calling thread, and a socket stays in the namespace it was
+# created in, so `with in_netns(NS_C): s = socket.socket(...)` is enough.
+
+CLONE_NEWNET = 0x40000000
+_libc = None
+
+
+def _setns(fd):
+    global _libc
+    if _libc is None:
+        import ctypes
+
+        _libc = ctypes.CDLL(None, use_errno=True)
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        import ctypes
+
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+class in_netns:
+    """Context manager: run the block's socket calls in network namespace `ns`
+    (a name from `ip netns`); the thread returns to its own namespace after."""
+
+    def __init__(self, ns):
+        self.ns = ns
+
+    def __enter__(self):
+        self.home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        target = os.open(f"/var/run/netns/{self.ns}", os.O_RDONLY)
+        try:
+            _setns(target)
+        except OSError:
+            os.close(self.home)
+            raise
+        finally:
+            os.close(target)
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            _setns(self.home)
+        finally:
+            os.close(self.home)
+        return False
+
+
+def link_mac(ns, ifname):
+    """MAC address of interface `ifname` in namespace `ns`."""
+    out = subprocess.run(["ip", "-n", ns, "-j", "link", "show", "dev", ifname],
+                         check=True, capture_output=True, text=True).stdout
+    return json.loads(out)[0]["address"]
+
+
+def nft(ns, script):
+    """Feed an nft script to the firewall of namespace `ns`."""
+    subprocess.run(["ip", "netns", "exec", ns, "nft", "-f", "-"], input=script,
+                   check=True, capture_output=True, text=True)
