@@ -3,7 +3,7 @@
 set -euo pipefail
 need_apt=()
 for pkg in libpcap-dev tcpdump nftables conntrack iproute2 mandoc shellcheck systemd \
-           python3-pip util-linux procps; do
+           python3-pip python3-scapy util-linux procps; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
