@@ -132,10 +132,13 @@ fn main() {
             }
         }
         // lines: the dialogue's bytes; the fuzzer cuts them into segments.
-        let text: Vec<u8> = dialogue.iter().flat_map(|(_, l)| l.iter().copied()).collect();
+        let text: Vec<u8> = dialogue
+            .iter()
+            .flat_map(|(_, l)| l.iter().copied())
+            .collect();
         write(&root.join("lines"), name, &text);
     }
-    // Two sessions interleaved, more than one negotiation each.
+    // Two sessions one after the other in one capture.
     let mut both = sets[0].1.clone();
     let other = frames("192.0.2.3:40600", "198.51.100.2:21", PORT);
     both.extend(other);

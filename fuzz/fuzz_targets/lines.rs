@@ -146,10 +146,7 @@ fn check_line(line: &[u8]) {
 
 fuzz_target!(|input: Input<'_>| {
     // [client -> server, server -> client]
-    let mut streams = [
-        Stream::new(input.client_isn),
-        Stream::new(input.server_isn),
-    ];
+    let mut streams = [Stream::new(input.client_isn), Stream::new(input.server_isn)];
     let mut matcher = Matcher::default();
     let mut model = Model::default();
     for seg in &input.segs {
