@@ -40,6 +40,26 @@ for t in "${targets[@]}"; do
     corpus="$scratch/corpus/$t"
     mkdir -p "$corpus" "artifacts/$t"
     cp seeds/"$t"/* "$corpus"/
+    if [ "$t" = pipeline ]; then
+        # The recorded lab captures (real servers and clients) as seeds too,
+        # rewritten into the target's record format (Ethernet, link index 0).
+        python3 - "$corpus" ../tests/captures/*.pcap <<'PY'
+import struct, sys, os
+out = sys.argv[1]
+for path in sys.argv[2:]:
+    data = open(path, "rb").read()
+    buf, last, off = bytearray([0]), None, 24
+    while off + 16 <= len(data):
+        sec, usec, incl, _ = struct.unpack_from("<IIII", data, off)
+        frame = data[off + 16 : off + 16 + incl]
+        off += 16 + incl
+        ts = sec * 1_000_000 + usec
+        delta = 0 if last is None else max(0, ts - last)
+        last = ts
+        buf += struct.pack("<IH", min(delta, 0xFFFFFFFF), len(frame) & 0x7FFF) + frame
+    open(os.path.join(out, "lab-" + os.path.basename(path)), "wb").write(buf)
+PY
+    fi
     log="$scratch/$t.log"
     rc=0
     # -detect_leaks=1 is libFuzzer's default, spelled out because a leak

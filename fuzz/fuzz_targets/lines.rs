@@ -129,6 +129,12 @@ impl Model {
                 assert!(popped && (&code == b"227" || &code == b"229"));
             }
             ReplyEvent::ParseFailed => assert!(popped && (&code == b"227" || &code == b"229")),
+            ReplyEvent::ActiveRefused { .. } => {
+                assert!(
+                    popped && &code != b"200",
+                    "refusal of a PORT/EPRT answered 200"
+                )
+            }
             ReplyEvent::Encrypted => {
                 assert!(popped && &code == b"234", "TLS without 234");
                 self.encrypted = true;
