@@ -223,6 +223,9 @@ pub struct Table {
     /// Half-open sessions in creation order (may hold stale entries).
     half_open: VecDeque<(Key, u32)>,
     max: usize,
+    /// The last session looked up: packets of one conversation come in
+    /// bursts (request, reply, ACK), so this saves most hash probes.
+    last: Option<(Key, u32)>,
 }
 
 impl Table {
@@ -234,6 +237,7 @@ impl Table {
             free: Vec::new(),
             half_open: VecDeque::new(),
             max,
+            last: None,
         }
     }
 
@@ -246,7 +250,14 @@ impl Table {
     }
 
     pub fn get_mut(&mut self, key: &Key) -> Option<&mut Session> {
-        let slot = *self.index.get(key)?;
+        let slot = match self.last {
+            Some((k, slot)) if k == *key => slot,
+            _ => {
+                let slot = *self.index.get(key)?;
+                self.last = Some((*key, slot));
+                slot
+            }
+        };
         self.slots[slot as usize].as_mut().map(|(_, s)| s)
     }
 
@@ -259,6 +270,9 @@ impl Table {
 
     pub fn remove(&mut self, key: &Key) -> Option<Session> {
         let slot = self.index.remove(key)?;
+        if self.last.is_some_and(|(k, _)| k == *key) {
+            self.last = None;
+        }
         self.free.push(slot);
         self.slots[slot as usize].take().map(|(_, s)| s)
     }
@@ -334,6 +348,7 @@ impl Table {
     /// Remove everything.
     pub fn drain(&mut self) -> impl Iterator<Item = Session> + '_ {
         self.half_open.clear();
+        self.last = None;
         self.index.clear();
         self.free.clear();
         self.slots.drain(..).flatten().map(|(_, s)| s)
@@ -395,6 +410,19 @@ mod tests {
         let c: SocketAddr = format!("192.0.2.2:{port}").parse().unwrap();
         let s: SocketAddr = "198.51.100.2:21".parse().unwrap();
         (Key::new(c, s), Session::new(id, c, s, 1, 0))
+    }
+
+    #[test]
+    fn lookup_cache_never_returns_a_removed_session() {
+        let mut t = Table::new(4);
+        let (ka, a) = sess(1, 1001);
+        t.insert(ka, a).unwrap();
+        assert_eq!(t.get_mut(&ka).unwrap().id, 1);
+        t.remove(&ka);
+        let (kb, b) = sess(2, 1002);
+        t.insert(kb, b).unwrap(); // reuses the freed slot
+        assert!(t.get_mut(&ka).is_none());
+        assert_eq!(t.get_mut(&kb).unwrap().id, 2);
     }
 
     #[test]
