@@ -103,6 +103,12 @@ def run_mode(lab, labpy, mode, args):
         end = time.monotonic() + 3
         while daemon.catches(signal.SIGUSR1) and stats_line(daemon.text()) is None and time.monotonic() < end:
             time.sleep(0.05)
+        try:
+            with open(f"/proc/{daemon.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            res["daemon_cpu_s"] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except OSError:
+            res["daemon_cpu_s"] = None
         rc = daemon.stop()
         res["daemon_exit"] = rc
         res["stats"] = stats_line(daemon.text())
@@ -126,7 +132,7 @@ def report(results):
         if r["mode"] == "daemon" and "seconds" in r:
             m = LATENCY.search(r.get("stats") or "")
             latency = f"p50 {m.group(1)}{m.group(2)} p99 {m.group(3)}{m.group(4)}" if m else "not reported"
-            print(f"daemon: commit latency {latency}; exit {r['daemon_exit']}; "
+            print(f"daemon: commit latency {latency}; cpu {r.get('daemon_cpu_s')} s; exit {r['daemon_exit']}; "
                   f"elements left {r['elements_left']}; stats line: {r.get('stats')}")
 
 
