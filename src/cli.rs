@@ -13,7 +13,7 @@ use clap::Parser;
 use crate::rule::NAME_MAX;
 
 /// The usage line, printed on any command-line error.
-pub const USAGE: &str = "usage: ftpsesame [-dn] [-D level] [-i interface] [-m maxsessions] \
+pub const USAGE: &str = "usage: ftpsesame [-dnR] [-D level] [-i interface] [-m maxsessions] \
 [-q queue] [-r file] [-T family/table] [-t tag] [expression]";
 
 /// Default pcap expression.
@@ -37,6 +37,8 @@ struct Raw {
     foreground: bool,
     #[arg(short = 'n')]
     dry_run: bool,
+    #[arg(short = 'R')]
+    realtime: bool,
     #[arg(short = 'D', value_parser = clap::value_parser!(u8).range(0..=7))]
     level: Option<u8>,
     #[arg(short = 'i')]
@@ -62,6 +64,8 @@ pub struct Options {
     pub foreground: bool,
     /// `-n` (or `-r`): never touch the firewall.
     pub dry_run: bool,
+    /// `-R`: real-time scheduling instead of nice -20.
+    pub realtime: bool,
     /// `-D`: syslog level 0-7.
     pub level: u8,
     /// `-i`: capture interface (None: pcap's default device).
@@ -117,6 +121,7 @@ where
     Ok(Options {
         foreground: raw.foreground,
         dry_run: raw.dry_run || raw.file.is_some(),
+        realtime: raw.realtime,
         level: raw.level.unwrap_or(crate::log::DEFAULT_LEVEL),
         interface: raw.interface,
         max_sessions: raw.max_sessions.unwrap_or(DEFAULT_MAX_SESSIONS),
@@ -153,7 +158,8 @@ mod tests {
     #[test]
     fn getopt_forms() {
         let o = p(&["-dn", "-D7", "-iem0", "tcp", "and", "port", "2121"]).unwrap();
-        assert!(o.foreground && o.dry_run);
+        assert!(o.foreground && o.dry_run && !o.realtime);
+        assert!(p(&["-dR"]).unwrap().realtime);
         assert_eq!(o.level, 7);
         assert_eq!(o.interface.as_deref(), Some("em0"));
         assert_eq!(o.expression, "tcp and port 2121");

@@ -181,6 +181,39 @@ pub fn drop_privileges(user: &str, dir: &Path, keep_net_admin: bool) -> Result<(
     Ok(())
 }
 
+/// Scheduling for the race with the data connection: the rule must be in
+/// before the client's SYN, a few hundred microseconds after the reply, so
+/// the daemon should run as soon as its packet arrives. By default it takes
+/// the highest nice priority; `realtime` asks for SCHED_FIFO instead (Linux
+/// and FreeBSD; the kernel's real-time throttling still leaves the rest of
+/// the system its share). Call while root.
+pub fn raise_priority(realtime: bool) -> Result<&'static str, String> {
+    if realtime {
+        #[cfg(any(target_os = "linux", target_os = "freebsd"))]
+        {
+            let param = libc::sched_param { sched_priority: 10 };
+            // SAFETY: plain syscall on our own process with a valid param.
+            if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } != 0 {
+                return Err(format!(
+                    "SCHED_FIFO: {}",
+                    plain(&std::io::Error::last_os_error())
+                ));
+            }
+            return Ok("real-time (SCHED_FIFO 10)");
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
+        return Err("real-time scheduling is not available on this system".into());
+    }
+    // SAFETY: plain syscall on our own process.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS as _, 0, -20) } != 0 {
+        return Err(format!(
+            "setpriority: {}",
+            plain(&std::io::Error::last_os_error())
+        ));
+    }
+    Ok("nice -20")
+}
+
 /// The effective capability mask of this process, for logging (Linux only).
 ///
 /// Asks the kernel (capget) rather than reading `/proc/self/status`

@@ -106,6 +106,10 @@ fn live(opts: &Options, rule_opts: RuleOptions) -> Result<(), String> {
         log::to_syslog();
         Some(daemon::write_pidfile(Path::new(PIDFILE))?)
     };
+    match daemon::raise_priority(opts.realtime) {
+        Ok(how) => logmsg!(Level::Debug, "scheduling: {how}"),
+        Err(e) => logmsg!(Level::Warning, "cannot raise priority: {e}"),
+    }
     if cfg!(target_os = "macos") && !opts.dry_run {
         // The pfctl crate reopens /dev/pf for every change.
         logmsg!(Level::Notice, "macOS: keeping privileges for /dev/pf");

@@ -415,7 +415,7 @@ fn missing_file_is_one_clear_line() {
 
 #[test]
 fn command_line_errors() {
-    let usage = "usage: ftpsesame [-dn] [-D level] [-i interface] [-m maxsessions] [-q queue] [-r file] [-T family/table] [-t tag] [expression]\n";
+    let usage = "usage: ftpsesame [-dnR] [-D level] [-i interface] [-m maxsessions] [-q queue] [-r file] [-T family/table] [-t tag] [expression]\n";
     for args in [&["-D", "8"][..], &["-x"], &["-D"], &["-m", "abc"]] {
         let out = ftpsesame(args);
         assert_eq!(out.status.code(), Some(1), "{args:?}");

@@ -83,7 +83,8 @@ def run_mode(lab, labpy, mode, args):
     daemon = None
     if mode == "daemon":
         # The level admins run it at (-D 5), on the interface chosen.
-        daemon = labpy.Daemon(args.interface, ("-D", str(args.level)))
+        extra = ("-D", str(args.level)) + (("-R",) if args.realtime else ())
+        daemon = labpy.Daemon(args.interface, extra)
         if not daemon.wait_ready():
             daemon.stop()
             return {"mode": mode, "error": "daemon did not start: " + daemon.text()[-300:]}
@@ -148,6 +149,7 @@ def main():
     ap.add_argument("--file", default="small.txt")
     ap.add_argument("--time-limit", type=float, default=300, help="seconds per mode (default 300)")
     ap.add_argument("--interface", default="to-c", help="daemon capture interface (to-c or to-s)")
+    ap.add_argument("--realtime", action="store_true", help="run the daemon with -R (SCHED_FIFO)")
     ap.add_argument("--level", type=int, default=5, help="daemon -D level (default 5)")
     ap.add_argument("--timeout", type=float, default=10, help="socket timeout of the client")
     args = ap.parse_args()

@@ -270,9 +270,19 @@ def test_daemon_privileges(lab, start_daemon):
     assert st["CapEff"] == "0000000000001000", f"CapEff {st['CapEff']}: only CAP_NET_ADMIN"
     assert st["CapPrm"] == "0000000000001000", f"CapPrm {st['CapPrm']}"
     assert os.readlink(f"/proc/{d.pid}/root") == "/var/empty"
+    assert os.getpriority(os.PRIO_PROCESS, d.pid) == -20, "the daemon races data connections at nice -20"
     # Still working after the drop: nfnetlink needs the kept capability.
     lab.server("vsftpd")
     assert_ok(lab.transfer("curl", 4, "epsv", timeout=OK_TIMEOUT), f"after privilege drop; log:\n{d.text()}")
+
+
+def test_daemon_realtime_option(lab, start_daemon):
+    lab.mode("sesame")
+    d = start_daemon(CLIENT_IF, "-R")
+    assert os.sched_getscheduler(d.pid) == os.SCHED_FIFO
+    assert os.sched_getparam(d.pid).sched_priority == 10
+    lab.server("vsftpd")
+    assert_ok(lab.transfer("curl", 4, "pasv", timeout=OK_TIMEOUT), f"with -R; log:\n{d.text()}")
 
 
 def test_daemon_stats_on_sigusr1(lab, start_daemon):
