@@ -24,22 +24,36 @@ use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use nix::unistd::{ForkResult, Gid, Uid, User};
 
-/// Fork; the parent exits 0, the child carries on detached: new session,
-/// cwd `/`, stdin/stdout/stderr on `/dev/null`.
+/// Fork; the child carries on detached (new session, cwd `/`, standard
+/// descriptors on `/dev/null`) and the parent waits until the child calls
+/// [`Ready::done`]: it then exits 0, or 1 if the child died or dropped the
+/// handle first. So `service ftpsesame start` fails when start-up fails
+/// after the fork, and the pidfile exists by the time the command returns
+/// (what rc.subr and systemd's `Type=forking` read).
 ///
 /// Call it while the process is single-threaded (before anything spawns a
 /// thread): only the calling thread survives a fork.
-pub fn daemonize() -> std::io::Result<()> {
+pub fn daemonize() -> std::io::Result<Ready> {
     // Whatever the parent buffered must go out once, not twice.
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
+    let (rd, wr) = nix::unistd::pipe()?;
     // SAFETY: the caller guarantees a single-threaded process, so the child
     // may go on running ordinary Rust code.
     match unsafe { nix::unistd::fork() }? {
-        // _exit: the child owns every shared resource from here on; no
-        // atexit handlers or destructors may run in the parent.
-        ForkResult::Parent { .. } => unsafe { libc::_exit(0) },
-        ForkResult::Child => {}
+        ForkResult::Parent { .. } => {
+            drop(wr);
+            let mut byte = [0u8; 1];
+            let ok = matches!(nix::unistd::read(&rd, &mut byte), Ok(1));
+            if !ok {
+                let _ = std::io::stderr()
+                    .write_all(b"ftpsesame: start-up failed, see the system log\n");
+            }
+            // _exit: the child owns every shared resource from here on; no
+            // atexit handlers or destructors may run in the parent.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) }
+        }
+        ForkResult::Child => drop(rd),
     }
     nix::unistd::setsid()?;
     std::env::set_current_dir("/")?;
@@ -58,7 +72,18 @@ pub fn daemonize() -> std::io::Result<()> {
     if null.as_raw_fd() <= 2 {
         std::mem::forget(null);
     }
-    Ok(())
+    Ok(Ready(wr))
+}
+
+/// The child's half of the start-up handshake with the waiting parent.
+#[derive(Debug)]
+pub struct Ready(std::os::fd::OwnedFd);
+
+impl Ready {
+    /// Start-up is complete: release the parent with exit status 0.
+    pub fn done(self) {
+        let _ = nix::unistd::write(&self.0, b"1");
+    }
 }
 
 /// The claimed pidfile. Holding it holds the lock; dropping it (or exiting)

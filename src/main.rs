@@ -99,12 +99,15 @@ fn live(opts: &Options, rule_opts: RuleOptions) -> Result<(), String> {
     let mut cap = Live::open(opts.interface.as_deref(), &opts.expression)?;
     let fw = open_firewall(opts, rule_opts)?;
     let signals = Signals::install().map_err(|e| format!("signals: {e}"))?;
-    let _pidfile = if opts.foreground {
-        None
+    let (_pidfile, ready) = if opts.foreground {
+        (None, None)
     } else {
-        daemon::daemonize().map_err(|e| format!("daemonize: {e}"))?;
+        let ready = daemon::daemonize().map_err(|e| format!("daemonize: {e}"))?;
         log::to_syslog();
-        Some(daemon::write_pidfile(Path::new(PIDFILE))?)
+        (
+            Some(daemon::write_pidfile(Path::new(PIDFILE))?),
+            Some(ready),
+        )
     };
     match daemon::raise_priority(opts.realtime) {
         Ok(how) => logmsg!(Level::Debug, "scheduling: {how}"),
@@ -125,6 +128,9 @@ fn live(opts: &Options, rule_opts: RuleOptions) -> Result<(), String> {
         if opts.dry_run { " (dry run)" } else { "" }
     );
     let mut engine = Engine::new(config(opts, cap.link, true), fw);
+    if let Some(ready) = ready {
+        ready.done();
+    }
     let result = run_loop(&mut cap, &signals, &mut engine);
     engine.shutdown();
     logmsg!(Level::Notice, "{}", engine.stats_line());

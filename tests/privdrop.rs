@@ -36,6 +36,7 @@ fn run_as_child() -> bool {
         },
         "drop" => child_drop(&env("DROP_USER"), Path::new(&env("DROP_DIR")), &env),
         "daemonize" => child_daemonize(Path::new(&env("RESULT"))),
+        "daemonize-fail" => child_daemonize_fail(),
         other => panic!("unknown {ROLE} {other}"),
     }
     true
@@ -93,7 +94,7 @@ fn child_drop(user: &str, dir: &Path, env: &dyn Fn(&str) -> String) {
 #[cfg(target_os = "linux")]
 fn child_daemonize(result: &Path) {
     let before = std::process::id();
-    ftpsesame::daemon::daemonize().expect("daemonize");
+    let ready = ftpsesame::daemon::daemonize().expect("daemonize");
     let link = |p: &str| {
         std::fs::read_link(p)
             .map(|t| t.display().to_string())
@@ -111,11 +112,25 @@ fn child_daemonize(result: &Path) {
     let tmp = result.with_extension("tmp");
     std::fs::write(&tmp, text).unwrap();
     std::fs::rename(&tmp, result).unwrap();
+    ready.done();
     // The forked daemon has only this thread; libtest's main thread stayed
     // behind in the parent, so there is nothing to return to.
     // SAFETY: ends the process without running anything else.
     unsafe { libc::_exit(0) };
 }
+
+/// Daemonize and die before start-up completes: the waiting parent must
+/// report failure.
+#[cfg(target_os = "linux")]
+fn child_daemonize_fail() {
+    let ready = ftpsesame::daemon::daemonize().expect("daemonize");
+    drop(ready);
+    // SAFETY: ends the forked process at once, as a failed start-up would.
+    unsafe { libc::_exit(3) };
+}
+
+#[cfg(not(target_os = "linux"))]
+fn child_daemonize_fail() {}
 
 #[cfg(not(target_os = "linux"))]
 fn child_daemonize(_: &Path) {
@@ -620,5 +635,20 @@ fn daemonize_detaches() {
         get("before"),
         get("pid"),
         get("sid")
+    );
+}
+
+#[test]
+fn daemonize_reports_a_failed_start_up() {
+    if run_as_child() {
+        return;
+    }
+    let mut run = Rerun::start("daemonize_reports_a_failed_start_up", "daemonize-fail", &[]);
+    drop(run.child.stdin.take());
+    let status = run.child.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "the parent must exit 1 when the daemon dies first"
     );
 }

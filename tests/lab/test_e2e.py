@@ -23,6 +23,7 @@ Without root or a tool the tests skip, or FAIL when FTPSESAME_E2E=required.
 import os
 import pwd
 import signal
+import subprocess
 import time
 from dataclasses import dataclass
 
@@ -274,6 +275,31 @@ def test_daemon_privileges(lab, start_daemon):
     # Still working after the drop: nfnetlink needs the kept capability.
     lab.server("vsftpd")
     assert_ok(lab.transfer("curl", 4, "epsv", timeout=OK_TIMEOUT), f"after privilege drop; log:\n{d.text()}")
+
+
+def test_daemon_mode_pidfile_no_syslog(lab, daemon_bin):
+    """Without -d: the start command returns once the daemon is up (exit 0),
+    the pidfile names it, it works whether or not a syslog daemon listens
+    (CI machines have none), and SIGTERM removes what it added."""
+    lab.mode("sesame")
+    lab.server("vsftpd")
+    pidfile = "/var/run/ftpsesame.pid"
+    start = subprocess.run(labpy.netns(labpy.NS_FW, labpy.daemon_bin(), "-i", CLIENT_IF),
+                           capture_output=True, text=True, timeout=10)
+    assert start.returncode == 0, f"start failed: {start.stderr}"
+    with open(pidfile) as f:
+        pid = int(f.read())
+    try:
+        assert labpy.proc_status(pid)["Uid"].split()[0] == str(pwd.getpwnam("proxy").pw_uid)
+        assert_ok(lab.transfer("curl", 4, "pasv", timeout=OK_TIMEOUT), "daemonized")
+    finally:
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(100):
+            if not os.path.exists(f"/proc/{pid}"):
+                break
+            time.sleep(0.05)
+    assert not os.path.exists(f"/proc/{pid}"), "daemon did not exit on SIGTERM"
+    assert lab.elements() == [], "elements left after SIGTERM"
 
 
 def test_daemon_realtime_option(lab, start_daemon):
