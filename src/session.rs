@@ -20,7 +20,8 @@
 //! oldest session that has not completed its handshake is evicted, so a
 //! flood of SYNs that never complete cannot lock real clients out.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+use std::hash::BuildHasher;
 use std::net::{IpAddr, SocketAddr};
 
 use crate::ftp::Matcher;
@@ -213,11 +214,14 @@ pub enum Full {
     Refused,
 }
 
-/// The bounded session table: a hash index over a slab of sessions, so
-/// probes touch only small entries and sessions never move once placed.
+/// The bounded session table: a hash index of slot numbers over a slab
+/// of sessions. The index holds only 4-byte slot numbers (it stays in
+/// cache); the key comparison reads the slot, which the caller reads next
+/// anyway. Sessions never move once placed.
 pub struct Table {
+    index: hashbrown::HashTable<u32>,
     /// Keyed with a per-process random seed: peers choose the keys.
-    index: HashMap<Key, u32, foldhash::fast::RandomState>,
+    hasher: foldhash::fast::RandomState,
     slots: Vec<Option<(Key, Session)>>,
     free: Vec<u32>,
     /// Half-open sessions in creation order (may hold stale entries).
@@ -228,11 +232,17 @@ pub struct Table {
     last: Option<(Key, u32)>,
 }
 
+/// True if `slot` holds the session of `key`.
+fn holds(slots: &[Option<(Key, Session)>], slot: u32, key: &Key) -> bool {
+    slots[slot as usize].as_ref().is_some_and(|(k, _)| k == key)
+}
+
 impl Table {
     pub fn new(max: usize) -> Self {
         let cap = max.min(1 << 16);
         Table {
-            index: HashMap::with_capacity_and_hasher(cap, foldhash::fast::RandomState::default()),
+            index: hashbrown::HashTable::with_capacity(cap),
+            hasher: foldhash::fast::RandomState::default(),
             slots: Vec::with_capacity(cap),
             free: Vec::new(),
             half_open: VecDeque::new(),
@@ -249,11 +259,18 @@ impl Table {
         self.index.is_empty()
     }
 
+    fn find(&self, key: &Key) -> Option<u32> {
+        let hash = self.hasher.hash_one(key);
+        self.index
+            .find(hash, |&slot| holds(&self.slots, slot, key))
+            .copied()
+    }
+
     pub fn get_mut(&mut self, key: &Key) -> Option<&mut Session> {
         let slot = match self.last {
             Some((k, slot)) if k == *key => slot,
             _ => {
-                let slot = *self.index.get(key)?;
+                let slot = self.find(key)?;
                 self.last = Some((*key, slot));
                 slot
             }
@@ -262,14 +279,20 @@ impl Table {
     }
 
     fn is_live_half_open(&self, key: &Key, id: u32) -> bool {
-        self.index
-            .get(key)
-            .and_then(|&slot| self.slots[slot as usize].as_ref())
+        self.find(key)
+            .and_then(|slot| self.slots[slot as usize].as_ref())
             .is_some_and(|(_, s)| s.id == id && s.half_open())
     }
 
     pub fn remove(&mut self, key: &Key) -> Option<Session> {
-        let slot = self.index.remove(key)?;
+        let hash = self.hasher.hash_one(key);
+        let slots = &self.slots;
+        let slot = self
+            .index
+            .find_entry(hash, |&slot| holds(slots, slot, key))
+            .ok()?
+            .remove()
+            .0;
         if self.last.is_some_and(|(k, _)| k == *key) {
             self.last = None;
         }
@@ -298,7 +321,16 @@ impl Table {
                 (self.slots.len() - 1) as u32
             }
         };
-        self.index.insert(key, slot);
+        let (hasher, slots) = (&self.hasher, &self.slots);
+        let hash = hasher.hash_one(key);
+        self.index.insert_unique(hash, slot, |&s| {
+            hasher.hash_one(
+                slots[s as usize]
+                    .as_ref()
+                    .map(|(k, _)| *k)
+                    .expect("indexed slot is full"),
+            )
+        });
         if self.half_open.len() > 2 * self.max + 16 {
             self.compact_half_open();
         }
@@ -410,6 +442,29 @@ mod tests {
         let c: SocketAddr = format!("192.0.2.2:{port}").parse().unwrap();
         let s: SocketAddr = "198.51.100.2:21".parse().unwrap();
         (Key::new(c, s), Session::new(id, c, s, 1, 0))
+    }
+
+    proptest::proptest! {
+        /// The table agrees with a plain map under any mix of inserts,
+        /// lookups and removals (eviction disabled by a large bound).
+        #[test]
+        fn table_matches_a_model(ops in proptest::collection::vec((0u8..3, 0u16..64), 0..400)) {
+            let mut t = Table::new(1 << 20);
+            let mut model = std::collections::HashMap::new();
+            for (i, (op, port)) in ops.into_iter().enumerate() {
+                let (k, s) = sess(i as u32, 1000 + port);
+                match op {
+                    0 if !model.contains_key(&k) => {
+                        t.insert(k, s).unwrap();
+                        model.insert(k, i as u32);
+                    }
+                    1 => proptest::prop_assert_eq!(t.get_mut(&k).map(|s| s.id), model.get(&k).copied()),
+                    2 => proptest::prop_assert_eq!(t.remove(&k).map(|s| s.id), model.remove(&k)),
+                    _ => {}
+                }
+                proptest::prop_assert_eq!(t.len(), model.len());
+            }
+        }
     }
 
     #[test]
