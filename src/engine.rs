@@ -20,8 +20,7 @@ use crate::firewall::{Firewall, State};
 use crate::ftp::{CommandEvent, Negotiation, ReplyEvent};
 use crate::log::{Level, Vis};
 use crate::logmsg;
-use crate::policy::{self, Denied, RuleSet};
-use crate::rule::Rule;
+use crate::policy::{self, Denied};
 use crate::session::{Delivery, Key, Phase, Session, Stream, Table};
 use crate::stats::Stats;
 
@@ -166,10 +165,10 @@ impl Engine {
                     Level::Info,
                     "#{id} session init: client {client}, server {server}"
                 );
-                if let Some(old) = evicted {
+                if let Some(mut old) = evicted {
                     self.stats.evicted += 1;
                     logmsg!(Level::Info, "#{} evicted: handshake not completed", old.id);
-                    self.drop_rules(old);
+                    clear_rules(&mut *self.fw, &mut old);
                 }
             }
             Err(_) => {
@@ -214,21 +213,9 @@ impl Engine {
         }
     }
 
-    fn drop_rules(&mut self, mut sess: Session) {
-        if sess.rules.is_empty() {
-            return;
-        }
-        let mut old = [NO_RULE; 2];
-        let n = sess.rules.as_array(&mut old);
-        if let Err(e) = self.fw.replace(sess.id, &old[..n], &[]) {
-            logmsg!(Level::Err, "#{} removing rules failed: {e}", sess.id);
-        }
-        sess.rules = RuleSet::EMPTY;
-    }
-
-    fn finish(&mut self, sess: Session) {
+    fn finish(&mut self, mut sess: Session) {
         logmsg!(Level::Info, "#{} session finish", sess.id);
-        self.drop_rules(sess);
+        clear_rules(&mut *self.fw, &mut sess);
     }
 
     /// Periodic work; call at least every few seconds (the engine also calls
@@ -241,13 +228,8 @@ impl Engine {
         let t = self.cfg.timeouts;
         // Expired rules first: the session lives on without them.
         for sess in self.table.iter_mut() {
-            if !sess.rules.is_empty() && sess.rules_expire <= now {
-                let mut old = [NO_RULE; 2];
-                let n = sess.rules.as_array(&mut old);
-                if let Err(e) = self.fw.replace(sess.id, &old[..n], &[]) {
-                    logmsg!(Level::Err, "#{} removing rules failed: {e}", sess.id);
-                }
-                sess.rules = RuleSet::EMPTY;
+            if sess.current.is_some() && sess.rules_expire <= now {
+                clear_rules(&mut *self.fw, sess);
                 logmsg!(Level::Debug, "#{} rules expired", sess.id);
             }
         }
@@ -275,8 +257,8 @@ impl Engine {
     /// Remove every rule this process committed (at exit).
     pub fn shutdown(&mut self) {
         let sessions: Vec<Session> = self.table.drain().collect();
-        for s in sessions {
-            self.drop_rules(s);
+        for mut s in sessions {
+            clear_rules(&mut *self.fw, &mut s);
         }
         if let Err(e) = self.fw.flush() {
             logmsg!(Level::Err, "flushing rules failed: {e}");
@@ -291,11 +273,19 @@ impl Engine {
     }
 }
 
-const NO_RULE: Rule = Rule {
-    src: std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
-    dst: std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
-    port: 0,
-};
+/// Take the session's rules out of the firewall. They are forgotten even
+/// if that fails: nftables elements expire by their own timeout and pf's
+/// anchors are flushed at exit, while retrying forever would help nobody.
+fn clear_rules(fw: &mut dyn Firewall, sess: &mut Session) {
+    let old = sess.rules();
+    sess.current = None;
+    if old.is_empty() {
+        return;
+    }
+    if let Err(e) = fw.replace(sess.id, old.as_slice(), &[]) {
+        logmsg!(Level::Err, "#{} removing rules failed: {e}", sess.id);
+    }
+}
 
 /// What one established-session segment needs besides the session.
 struct Ctx<'a> {
@@ -417,23 +407,15 @@ impl Ctx<'_> {
     /// The server answered a PORT/EPRT with anything but 200: close the
     /// hole opened for it, if it is still the session's current one.
     fn active_refused(&mut self, sess: &mut Session, port: u16) {
-        let server = sess.server.ip();
-        if !sess.rules.iter().any(|r| r.port == port && r.src == server) {
+        if !matches!(sess.current, Some(Negotiation::Active { port: p, .. }) if p == port) {
             return;
         }
-        let mut old = [NO_RULE; 2];
-        let n = sess.rules.as_array(&mut old);
-        match self.fw.replace(sess.id, &old[..n], &[]) {
-            Ok(()) => {
-                sess.rules = RuleSet::EMPTY;
-                logmsg!(
-                    Level::Info,
-                    "#{} active: refused by the server, port {port} closed",
-                    sess.id
-                );
-            }
-            Err(e) => logmsg!(Level::Err, "#{} removing rules failed: {e}", sess.id),
-        }
+        clear_rules(self.fw, sess);
+        logmsg!(
+            Level::Info,
+            "#{} active: refused by the server, port {port} closed",
+            sess.id
+        );
     }
 
     fn negotiate(&mut self, sess: &mut Session, neg: Negotiation, reply: &LineCopy) {
@@ -456,10 +438,8 @@ impl Ctx<'_> {
                 return;
             }
         };
-        let (mut old, mut fresh) = ([NO_RULE; 2], [NO_RULE; 2]);
-        let n_old = sess.rules.as_array(&mut old);
-        let n_new = new.as_array(&mut fresh);
-        match self.fw.replace(id, &old[..n_old], &fresh[..n_new]) {
+        let old = sess.rules();
+        match self.fw.replace(id, old.as_slice(), new.as_slice()) {
             Ok(()) => {
                 let ns = if self.cfg.live {
                     now_us().saturating_sub(self.ts) * 1000
@@ -468,12 +448,12 @@ impl Ctx<'_> {
                 };
                 self.stats.latency.record(ns);
                 self.stats.committed += 1;
-                sess.rules = new;
+                sess.current = Some(neg);
                 sess.rules_expire = self.ts + self.cfg.timeouts.rule;
                 if let Negotiation::Passive { .. } = neg {
                     logmsg!(Level::Info, "#{id} passive: {}", Vis(reply.as_bytes()));
                 }
-                for (i, r) in fresh[..n_new].iter().enumerate() {
+                for (i, r) in new.as_slice().iter().enumerate() {
                     if i == 0 {
                         logmsg!(
                             Level::Info,

@@ -15,34 +15,47 @@ use crate::rule::Rule;
 pub const MIN_PORT: u16 = 1024;
 
 /// The rules of one negotiation: one, or two with NAT. Copy, no heap.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RuleSet {
-    rules: [Option<Rule>; 2],
+    rules: [Rule; 2],
+    len: u8,
 }
+
+/// Filler for unused places.
+const NONE: Rule = Rule {
+    src: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+    dst: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+    port: 0,
+};
 
 impl RuleSet {
     /// No rules.
     pub const EMPTY: RuleSet = RuleSet {
-        rules: [None, None],
+        rules: [NONE; 2],
+        len: 0,
     };
 
-    /// The rules as a slice-like iterator.
-    pub fn iter(&self) -> impl Iterator<Item = &Rule> {
-        self.rules.iter().flatten()
+    fn one(r: Rule) -> Self {
+        RuleSet {
+            rules: [r, NONE],
+            len: 1,
+        }
     }
 
-    /// Copy into `out`, returning the filled part (for `&[Rule]` APIs).
-    pub fn as_array(&self, out: &mut [Rule; 2]) -> usize {
-        let mut n = 0;
-        for r in self.iter() {
-            out[n] = *r;
-            n += 1;
+    fn two(a: Rule, b: Rule) -> Self {
+        RuleSet {
+            rules: [a, b],
+            len: 2,
         }
-        n
+    }
+
+    /// The rules, for the firewall's `&[Rule]`.
+    pub fn as_slice(&self) -> &[Rule] {
+        &self.rules[..self.len as usize]
     }
 
     pub fn is_empty(&self) -> bool {
-        self.rules[0].is_none()
+        self.len == 0
     }
 }
 
@@ -72,37 +85,33 @@ pub fn rules(
             if v6.is_some_and(|v6| v6 != client.is_ipv6()) {
                 return Err(Denied::WrongFamily);
             }
-            Ok(RuleSet {
-                rules: [
-                    Some(Rule {
-                        src: server,
-                        dst: client,
-                        port,
-                    }),
-                    None,
-                ],
-            })
+            Ok(RuleSet::one(Rule {
+                src: server,
+                dst: client,
+                port,
+            }))
         }
         Negotiation::Passive { port } => {
             if port < MIN_PORT {
                 return Err(Denied::LowPort(port));
             }
-            let nat = (real_client != client && real_client.is_ipv6() == client.is_ipv6())
-                .then_some(Rule {
-                    src: real_client,
-                    dst: server,
-                    port,
-                });
-            Ok(RuleSet {
-                rules: [
-                    Some(Rule {
-                        src: client,
+            let direct = Rule {
+                src: client,
+                dst: server,
+                port,
+            };
+            if real_client != client && real_client.is_ipv6() == client.is_ipv6() {
+                Ok(RuleSet::two(
+                    direct,
+                    Rule {
+                        src: real_client,
                         dst: server,
                         port,
-                    }),
-                    nat,
-                ],
-            })
+                    },
+                ))
+            } else {
+                Ok(RuleSet::one(direct))
+            }
         }
     }
 }
@@ -125,7 +134,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            r.iter().copied().collect::<Vec<_>>(),
+            r.as_slice().to_vec(),
             vec![Rule {
                 src: ip("192.0.2.2"),
                 dst: ip("198.51.100.2"),
@@ -143,7 +152,7 @@ mod tests {
             ip("192.0.2.2"),
         )
         .unwrap();
-        let v: Vec<_> = r.iter().copied().collect();
+        let v = r.as_slice();
         assert_eq!(v.len(), 2);
         assert_eq!(
             v[1],
@@ -168,7 +177,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            r.iter().copied().collect::<Vec<_>>(),
+            r.as_slice().to_vec(),
             vec![Rule {
                 src: ip("198.51.100.2"),
                 dst: ip("192.0.2.2"),

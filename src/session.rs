@@ -24,7 +24,7 @@ use std::collections::VecDeque;
 use std::hash::BuildHasher;
 use std::net::{IpAddr, SocketAddr};
 
-use crate::ftp::Matcher;
+use crate::ftp::{Matcher, Negotiation};
 use crate::policy::RuleSet;
 use crate::reassembly::LineBuf;
 
@@ -150,8 +150,9 @@ pub struct Session {
     /// Server to client.
     pub s2c: Stream,
     pub ftp: Matcher,
-    /// Rules committed for the current negotiation.
-    pub rules: RuleSet,
+    /// The negotiation whose rules are committed now; the rules themselves
+    /// follow from it and the session's addresses ([`Session::rules`]).
+    pub current: Option<Negotiation>,
     /// When `rules` expire, microseconds.
     pub rules_expire: u64,
 }
@@ -169,9 +170,18 @@ impl Session {
             c2s: Stream::default(),
             s2c: Stream::default(),
             ftp: Matcher::default(),
-            rules: RuleSet::EMPTY,
+            current: None,
             rules_expire: 0,
         }
+    }
+
+    /// The rules committed for `current`.
+    pub fn rules(&self) -> RuleSet {
+        self.current
+            .and_then(|n| {
+                crate::policy::rules(n, self.client.ip(), self.server.ip(), self.real_client).ok()
+            })
+            .unwrap_or(RuleSet::EMPTY)
     }
 
     /// True until the client completed the handshake.
