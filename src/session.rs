@@ -200,7 +200,14 @@ pub struct Key {
 
 fn endpoint(a: SocketAddr) -> ([u8; 16], u16) {
     let ip = match a.ip() {
-        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        // The IPv4-mapped form, byte by byte (cheaper than to_ipv6_mapped).
+        IpAddr::V4(v4) => {
+            let mut b = [0u8; 16];
+            b[10] = 0xff;
+            b[11] = 0xff;
+            b[12..].copy_from_slice(&v4.octets());
+            b
+        }
         IpAddr::V6(v6) => v6.octets(),
     };
     (ip, a.port())
