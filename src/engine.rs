@@ -18,7 +18,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use crate::decode::{self, Flags, Link, Segment};
 use crate::firewall::{Firewall, State};
 use crate::ftp::{CommandEvent, Negotiation, ReplyEvent};
-use crate::log::{Level, Vis};
+use crate::log::{self, Level, RateLimit, Vis};
 use crate::logmsg;
 use crate::policy::{self, Denied};
 use crate::session::{Delivery, Key, Phase, Session, Stream, Table};
@@ -71,6 +71,8 @@ pub struct Engine {
     table: Table,
     next_id: u32,
     next_purge: u64,
+    /// Log lines that packets can trigger by the thousand.
+    noisy: RateLimit,
     pub stats: Stats,
 }
 
@@ -88,6 +90,7 @@ impl Engine {
             fw,
             next_id: 1,
             next_purge: 0,
+            noisy: RateLimit::new(10),
             stats: Stats::default(),
         }
     }
@@ -107,7 +110,9 @@ impl Engine {
             Ok(seg) => seg,
             Err(d) => {
                 self.stats.drops[d as usize] += 1;
-                logmsg!(Level::Warning, "drop: {}", d.reason());
+                if log::enabled(Level::Warning) && self.noisy.allow(ts) {
+                    log::log(Level::Warning, format_args!("drop: {}", d.reason()));
+                }
                 return;
             }
         };
@@ -173,11 +178,13 @@ impl Engine {
             }
             Err(_) => {
                 self.stats.refused += 1;
-                logmsg!(
-                    Level::Warning,
-                    "session table full ({}), refusing {client}",
-                    self.cfg.max_sessions
-                );
+                if log::enabled(Level::Warning) && self.noisy.allow(ts) {
+                    let max = self.cfg.max_sessions;
+                    log::log(
+                        Level::Warning,
+                        format_args!("session table full ({max}), refusing {client}"),
+                    );
+                }
             }
         }
     }

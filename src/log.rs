@@ -111,6 +111,38 @@ macro_rules! logmsg {
     };
 }
 
+/// Bounds how often a message that packets can trigger is written: at most
+/// `per_second` in each second of (capture) time. The counters still count
+/// every event; only the log lines are spared, so a flood of bad packets
+/// cannot flood syslog.
+#[derive(Debug)]
+pub struct RateLimit {
+    per_second: u32,
+    second: u64,
+    used: u32,
+}
+
+impl RateLimit {
+    pub const fn new(per_second: u32) -> Self {
+        RateLimit {
+            per_second,
+            second: 0,
+            used: 0,
+        }
+    }
+
+    /// True if a message at `now_us` may be written.
+    pub fn allow(&mut self, now_us: u64) -> bool {
+        let second = now_us / 1_000_000;
+        if second != self.second {
+            self.second = second;
+            self.used = 0;
+        }
+        self.used = self.used.saturating_add(1);
+        self.used <= self.per_second
+    }
+}
+
 /// Make untrusted protocol text safe to log: printable ASCII is kept, other
 /// bytes become `\ooo` octal escapes, like vis(3).
 pub struct Vis<'a>(pub &'a [u8]);
@@ -131,6 +163,14 @@ impl fmt::Display for Vis<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rate_limit_per_second() {
+        let mut r = RateLimit::new(2);
+        assert!(r.allow(5_000_000) && r.allow(5_100_000));
+        assert!(!r.allow(5_900_000));
+        assert!(r.allow(6_000_000));
+    }
 
     #[test]
     fn vis_escapes_controls() {

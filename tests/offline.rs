@@ -498,3 +498,23 @@ fn active_hole_opens_at_the_command_and_closes_when_refused() {
         .unwrap();
     assert!(closed < second, "{lines:#?}");
 }
+
+#[test]
+fn drop_lines_are_rate_limited_but_counted() {
+    let mut cap = Capture::new();
+    let c = Conversation::new(sa(C4), sa(S4), 1, 2);
+    for i in 0..100u32 {
+        let mut f = c.client_raw(i, b"PORT 192,0,2,2,195,80\r\n");
+        f[14 + 6] |= 0x20; // IPv4 "more fragments"
+        cap.push(f);
+    }
+    // All 100 frames carry timestamps within the same tenth of a second.
+    let lines = replay(&cap, "fragments", &[]);
+    let logged = lines.iter().filter(|l| *l == "drop: fragment").count();
+    assert!((1..=10).contains(&logged), "{logged} drop lines");
+    let stats = lines
+        .iter()
+        .find(|l| l.starts_with("stats:"))
+        .expect("stats line");
+    assert!(stats.contains("fragment 100"), "{stats}");
+}
