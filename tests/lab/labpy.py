@@ -318,3 +318,23 @@ def nft(ns, script):
     """Feed an nft script to the firewall of namespace `ns`."""
     subprocess.run(["ip", "netns", "exec", ns, "nft", "-f", "-"], input=script,
                    check=True, capture_output=True, text=True)
+
+
+def daemon_starter(after=None):
+    """Generator behind the tests' `daemons` fixtures: yields
+    start(*extra) -> a ready Daemon on the client-side interface; every
+    daemon started is stopped afterwards and, if given, after(daemon) runs
+    for each (e.g. to check nothing was left behind)."""
+    started = []
+
+    def start(*extra):
+        d = Daemon(CLIENT_IF, extra)
+        started.append(d)
+        assert d.wait_ready(), f"daemon not ready:\n{d.text()}"
+        return d
+
+    yield start
+    for d in started:
+        d.stop()
+        if after:
+            after(d)

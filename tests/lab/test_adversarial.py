@@ -125,18 +125,7 @@ def daemons(lab):
     lab.mode("sesame")
     drop_spoofed_at_ingress()
     lab.server("vsftpd")
-    started = []
-
-    def start(*extra):
-        d = Daemon(CLIENT_IF, extra)
-        started.append(d)
-        assert d.wait_ready(), f"daemon not ready:\n{d.text()}"
-        return d
-
-    yield start
-    for d in started:
-        d.stop()
-        assert_no_leftover(lab, d)
+    yield from labpy.daemon_starter(lambda d: assert_no_leftover(lab, d))
 
 
 @pytest.fixture

@@ -38,17 +38,7 @@ def daemons(lab):  # noqa: F811
         unavailable(f"daemon binary {path} missing (cargo build --release, or set FTPSESAME_BIN)")
     lab.mode("sesame")
     lab.server("vsftpd")
-    started = []
-
-    def start(*extra):
-        d = Daemon(CLIENT_IF, extra)
-        started.append(d)
-        assert d.wait_ready(), f"daemon not ready:\n{d.text()}"
-        return d
-
-    yield start
-    for d in started:
-        d.stop()
+    yield from labpy.daemon_starter()
 
 
 def transfer_ok(lab, d, mode="pasv", family=4):  # noqa: F811
