@@ -46,6 +46,19 @@ pub enum Link {
 }
 
 impl Link {
+    /// Every link type, for tests and fuzzing that must cover them all.
+    pub const ALL: [Link; 9] = [
+        Link::Ethernet,
+        Link::Null,
+        Link::Loop,
+        Link::Raw,
+        Link::LinuxSll,
+        Link::LinuxSll2,
+        Link::Ppp,
+        Link::PppHdlc,
+        Link::PppEther,
+    ];
+
     /// pcap link-layer type number (pcap_datalink() on a live handle = DLT_
     /// value, or the LINKTYPE_ value stored in a pcap/pcapng file) -> Link.
     /// None = unsupported.
@@ -834,17 +847,7 @@ mod tests {
         assert_eq!(seg.payload, b"hi");
     }
 
-    const LINKS: [Link; 9] = [
-        Link::Ethernet,
-        Link::Null,
-        Link::Loop,
-        Link::Raw,
-        Link::LinuxSll,
-        Link::LinuxSll2,
-        Link::Ppp,
-        Link::PppHdlc,
-        Link::PppEther,
-    ];
+    const LINKS: [Link; 9] = Link::ALL;
 
     /// Does `inner` lie within `outer`?
     fn within(outer: &[u8], inner: &[u8]) -> bool {

@@ -10,17 +10,7 @@
 use ftpsesame::decode::{Link, decode};
 use libfuzzer_sys::fuzz_target;
 
-const LINKS: [Link; 9] = [
-    Link::Ethernet,
-    Link::Null,
-    Link::Loop,
-    Link::Raw,
-    Link::LinuxSll,
-    Link::LinuxSll2,
-    Link::Ppp,
-    Link::PppHdlc,
-    Link::PppEther,
-];
+const LINKS: [Link; 9] = Link::ALL;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&pick, frame)) = data.split_first() else {
