@@ -99,15 +99,18 @@ neg_errno(void)
 	return errno > 0 ? -errno : -EIO;
 }
 
+/* The kernel's address family and address length for ours. */
 static int
-to_af(uint8_t af, sa_family_t *out)
+to_af(uint8_t af, sa_family_t *out, size_t *alen)
 {
 	switch (af) {
 	case FTPS_AF_INET:
 		*out = AF_INET;
+		*alen = 4;
 		return 0;
 	case FTPS_AF_INET6:
 		*out = AF_INET6;
+		*alen = 16;
 		return 0;
 	default:
 		return -EAFNOSUPPORT;
@@ -188,9 +191,8 @@ ftps_pf_natlook(int fd, struct ftps_natlook *q)
 	size_t alen;
 	int rc;
 
-	if ((rc = to_af(q->af, &af)) != 0)
+	if ((rc = to_af(q->af, &af, &alen)) != 0)
 		return rc;
-	alen = q->af == FTPS_AF_INET ? 4 : 16;
 
 	memset(&pnl, 0, sizeof pnl);
 	pnl.af = af;
@@ -270,9 +272,8 @@ ftps_pf_add_rule(int fd, const char *anchor, uint32_t ticket,
 	size_t alen;
 	int rc;
 
-	if ((rc = to_af(r->af, &af)) != 0)
+	if ((rc = to_af(r->af, &af, &alen)) != 0)
 		return rc;
-	alen = r->af == FTPS_AF_INET ? 4 : 16;
 
 	memset(&pr, 0, sizeof pr);
 	if ((rc = copy_name(pr.anchor, sizeof pr.anchor, anchor)) != 0)
