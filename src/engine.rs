@@ -311,12 +311,11 @@ impl Ctx<'_> {
         } else {
             (&mut sess.s2c, &mut sess.c2s)
         };
-        let plausible = this.plausible(seg.seq) || seq_overlaps(this, seg);
         if f.has(Flags::RST) {
             // RFC 5961 spirit: only a reset at the expected point counts.
             return seg.seq == this.next;
         }
-        if f.has(Flags::ACK) && plausible {
+        if f.has(Flags::ACK) && this.plausible(seg.seq, seg.payload.len()) {
             other.peer_acked(seg.ack);
             if from_client && sess.phase == Phase::Verified && seg.ack == other.next {
                 sess.phase = Phase::Established;
@@ -339,11 +338,12 @@ impl Ctx<'_> {
                 return false;
             }
         };
+        // FIN counts once the stream reached it.
+        let fin = f.has(Flags::FIN) && this.ends_here(seg.seq, seg.payload.len());
         if !data.is_empty() {
             self.lines(sess, from_client, data);
         }
-        // FIN counts once the stream reached it.
-        f.has(Flags::FIN) && seq_diff_end(if from_client { &sess.c2s } else { &sess.s2c }, seg)
+        fin
     }
 
     fn lines(&mut self, sess: &mut Session, from_client: bool, data: &[u8]) {
@@ -508,16 +508,4 @@ impl LineCopy {
     fn as_bytes(&self) -> &[u8] {
         &self.buf[..self.len as usize]
     }
-}
-
-/// A segment that starts before `next` but reaches it (retransmission with
-/// new data) is as plausible as one that starts at it.
-fn seq_overlaps(s: &Stream, seg: &Segment<'_>) -> bool {
-    let off = crate::session::seq_diff(seg.seq, s.next);
-    off < 0 && (-(off as i64)) < seg.payload.len() as i64
-}
-
-/// The FIN's sequence number (after the payload) is where the stream is now.
-fn seq_diff_end(s: &Stream, seg: &Segment<'_>) -> bool {
-    seg.seq.wrapping_add(seg.payload.len() as u32) == s.next
 }

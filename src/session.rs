@@ -71,11 +71,20 @@ impl Stream {
         }
     }
 
-    /// True if a segment starting at `seq` is plausible for this side: it
-    /// continues the stream, or starts inside a proven gap.
-    pub fn plausible(&self, seq: u32) -> bool {
+    /// True if a segment of `len` bytes starting at `seq` is plausible for
+    /// this side: it continues the stream, starts inside a proven gap, or is
+    /// a retransmission that reaches new bytes.
+    pub fn plausible(&self, seq: u32, len: usize) -> bool {
         let off = seq_diff(seq, self.next);
-        off == 0 || (off > 0 && seq_diff(self.acked, seq) >= 0)
+        off == 0
+            || (off > 0 && seq_diff(self.acked, seq) >= 0)
+            || (off < 0 && -i64::from(off) < len as i64)
+    }
+
+    /// True if a segment of `len` bytes starting at `seq` ends exactly where
+    /// the stream is now (so its FIN is the next thing in sequence).
+    pub fn ends_here(&self, seq: u32, len: usize) -> bool {
+        seq.wrapping_add(len as u32) == self.next
     }
 
     /// The receiver acknowledged up to `ack`; only call this for segments
@@ -436,7 +445,9 @@ mod tests {
         let mut s = Stream::new(1000);
         assert_eq!(s.deliver(1010, b"PASV\r\n"), Delivery::OutOfWindow);
         s.peer_acked(1016);
-        assert!(s.plausible(1010));
+        assert!(s.plausible(1010, 6));
+        // A retransmission counts only if it reaches bytes not seen yet.
+        assert!(s.plausible(995, 6) && !s.plausible(990, 10));
         assert_eq!(
             s.deliver(1010, b"PASV\r\n"),
             Delivery::AfterGap(b"PASV\r\n")

@@ -163,7 +163,7 @@ fuzz_target!(|input: Input<'_>| {
             Start::Offset(d) => streams[this].next.wrapping_add(d as u32),
         };
         // As the engine does: only a plausible segment's ACK is believed.
-        if streams[this].plausible(seq) {
+        if streams[this].plausible(seq, seg.data.len()) {
             let ack = streams[other].next.wrapping_add(seg.ack_ahead);
             streams[other].peer_acked(ack);
         }
