@@ -76,7 +76,8 @@ pub struct Engine {
     pub stats: Stats,
 }
 
-fn now_us() -> u64 {
+/// Wall-clock time in microseconds, the unit of capture timestamps.
+pub fn now_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64)

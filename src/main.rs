@@ -5,11 +5,10 @@
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use ftpsesame::capture::{self, Live};
 use ftpsesame::cli::{self, CliError, Options};
-use ftpsesame::engine::{Config, Engine, Timeouts};
+use ftpsesame::engine::{Config, Engine, Timeouts, now_us};
 use ftpsesame::firewall::Firewall;
 use ftpsesame::firewall::dryrun::DryRun;
 use ftpsesame::log::{self, Level};
@@ -84,12 +83,6 @@ fn open_firewall(opts: &Options, rule_opts: RuleOptions) -> Result<Box<dyn Firew
         return Ok(Box::new(DryRun::new(rule_opts)));
     }
     firewall::open(&opts.table_family, &opts.table_name, rule_opts).map_err(|e| e.to_string())
-}
-
-fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
 }
 
 fn live(opts: &Options, rule_opts: RuleOptions) -> Result<(), String> {
