@@ -24,9 +24,8 @@ use std::time::{Duration, Instant};
 
 #[cfg(target_os = "linux")]
 use ftpsesame::{
-    conntrack::Conntrack,
-    firewall::{Firewall, nft::Nft},
-    rule::Rule,
+    core::rule::Rule,
+    firewall::{Firewall, nft::Nft, nft::conntrack::Conntrack},
 };
 
 /// Counts allocations so the bench can show the commit path makes none.

@@ -7,22 +7,6 @@
 //! Everything but `capture`, `daemon` and the kernel backends is pure and
 //! tested without root.
 
-pub mod bpflock;
-pub mod capture;
-pub mod cli;
-#[cfg(target_os = "linux")]
-pub mod conntrack;
-pub mod daemon;
-pub mod decode;
-pub mod engine;
+pub mod core;
 pub mod firewall;
-pub mod ftp;
-pub mod log;
-#[cfg(target_os = "linux")]
-pub mod netlink;
-pub mod policy;
-pub mod reassembly;
-pub mod rule;
-pub mod session;
-pub mod signals;
-pub mod stats;
+pub mod os;

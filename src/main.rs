@@ -1,21 +1,22 @@
 //! ftpsesame(8): the program. Parses the command line, opens the capture
 //! and the firewall while root, becomes a daemon, drops privileges, then
 //! runs one poll loop over the capture, the signal pipe and the purge
-//! timer. All decisions are made by `ftpsesame::engine`.
+//! timer. All decisions are made by `ftpsesame::core::engine`.
 
 use std::path::Path;
 use std::process::ExitCode;
 
-use ftpsesame::capture::{self, Live};
-use ftpsesame::cli::{self, CliError, Options};
-use ftpsesame::engine::{Config, Engine, Timeouts, now_us};
+use ftpsesame::core::engine::{Config, Engine, Timeouts, now_us};
+use ftpsesame::core::log::{self, Level};
+use ftpsesame::core::rule::RuleOptions;
+use ftpsesame::firewall;
 use ftpsesame::firewall::Firewall;
 use ftpsesame::firewall::dryrun::DryRun;
-use ftpsesame::log::{self, Level};
 use ftpsesame::logmsg;
-use ftpsesame::rule::RuleOptions;
-use ftpsesame::signals::{Event, Signals};
-use ftpsesame::{daemon, firewall};
+use ftpsesame::os::capture::{self, Live};
+use ftpsesame::os::cli::{self, CliError, Options};
+use ftpsesame::os::daemon;
+use ftpsesame::os::signals::{Event, Signals};
 
 const PIDFILE: &str = "/var/run/ftpsesame.pid";
 const CHROOT: &str = "/var/empty";
@@ -54,7 +55,7 @@ fn run() -> Result<(), String> {
     }
 }
 
-fn config(opts: &Options, link: ftpsesame::decode::Link, live: bool) -> Config {
+fn config(opts: &Options, link: ftpsesame::core::decode::Link, live: bool) -> Config {
     Config {
         link,
         max_sessions: opts.max_sessions as usize,

@@ -18,10 +18,10 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use ftpsesame::conntrack::Conntrack;
+use ftpsesame::core::rule::Rule;
 use ftpsesame::firewall::nft::Nft;
+use ftpsesame::firewall::nft::conntrack::Conntrack;
 use ftpsesame::firewall::{Firewall, State};
-use ftpsesame::rule::Rule;
 
 const TIMEOUT: Duration = Duration::from_secs(180);
 

@@ -13,8 +13,10 @@ use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use ftpsesame::cli::USAGE;
-use ftpsesame::cli::{DEFAULT_EXPRESSION, DEFAULT_MAX_SESSIONS, DEFAULT_TABLE, MAX_MAX_SESSIONS};
+use ftpsesame::os::cli::USAGE;
+use ftpsesame::os::cli::{
+    DEFAULT_EXPRESSION, DEFAULT_MAX_SESSIONS, DEFAULT_TABLE, MAX_MAX_SESSIONS,
+};
 
 /// Where the install instructions and every service file put the binary.
 const INSTALL_PATH: &str = "/usr/local/sbin/ftpsesame";
@@ -117,7 +119,7 @@ fn shell_vars(script: &str) -> BTreeMap<String, String> {
 #[test]
 fn usage_letters_are_real_options() {
     let accepts = |args: &[&str]| {
-        ftpsesame::cli::parse(std::iter::once("ftpsesame").chain(args.iter().copied())).is_ok()
+        ftpsesame::os::cli::parse(std::iter::once("ftpsesame").chain(args.iter().copied())).is_ok()
     };
     let opts = usage_options();
     assert_eq!(
@@ -181,7 +183,10 @@ fn man_page_states_the_defaults() {
     for needle in [
         format!("The default is {DEFAULT_MAX_SESSIONS}."),
         format!("from 1 to {MAX_MAX_SESSIONS}"),
-        format!("The default is {} (notice)", ftpsesame::log::DEFAULT_LEVEL),
+        format!(
+            "The default is {} (notice)",
+            ftpsesame::core::log::DEFAULT_LEVEL
+        ),
         DEFAULT_EXPRESSION.to_string(),
         DEFAULT_TABLE.to_string(),
         PIDFILE.to_string(),
@@ -369,7 +374,7 @@ fn documented_counters_match_the_daemon() {
         }
         out
     };
-    let real = shape(&ftpsesame::stats::Stats::default().to_string());
+    let real = shape(&ftpsesame::core::stats::Stats::default().to_string());
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     let line = readme

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Command;
 
-use ftpsesame::decode::{Flags, Link, Segment, decode};
+use ftpsesame::core::decode::{Flags, Link, Segment, decode};
 use pcapgen::{Conversation, LINKTYPE_ETHERNET, LINKTYPE_RAW, PcapWriter};
 
 /// A capture file in the temp dir, removed on drop.

@@ -19,7 +19,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 
-use ftpsesame::daemon::{drop_privileges, write_pidfile};
+use ftpsesame::os::daemon::{drop_privileges, write_pidfile};
 
 const ROLE: &str = "PRIVDROP_ROLE";
 
@@ -75,7 +75,7 @@ fn child_drop(user: &str, dir: &Path, env: &dyn Fn(&str) -> String) {
     }
     let passwd = Path::new("/etc/passwd").exists();
     report("etc_passwd", if passwd { "present" } else { "absent" });
-    match ftpsesame::daemon::effective_caps() {
+    match ftpsesame::os::daemon::effective_caps() {
         Some(c) => report("effective_caps", &format!("{c:#x}")),
         None => report("effective_caps", "none"),
     }
@@ -94,7 +94,7 @@ fn child_drop(user: &str, dir: &Path, env: &dyn Fn(&str) -> String) {
 #[cfg(target_os = "linux")]
 fn child_daemonize(result: &Path) {
     let before = std::process::id();
-    let ready = ftpsesame::daemon::daemonize().expect("daemonize");
+    let ready = ftpsesame::os::daemon::daemonize().expect("daemonize");
     let link = |p: &str| {
         std::fs::read_link(p)
             .map(|t| t.display().to_string())
@@ -123,7 +123,7 @@ fn child_daemonize(result: &Path) {
 /// report failure.
 #[cfg(target_os = "linux")]
 fn child_daemonize_fail() {
-    let ready = ftpsesame::daemon::daemonize().expect("daemonize");
+    let ready = ftpsesame::os::daemon::daemonize().expect("daemonize");
     drop(ready);
     // SAFETY: ends the forked process at once, as a failed start-up would.
     unsafe { libc::_exit(3) };

@@ -7,7 +7,7 @@
 //! kept.
 #![no_main]
 
-use ftpsesame::decode::{Link, decode};
+use ftpsesame::core::decode::{Link, decode};
 use libfuzzer_sys::fuzz_target;
 
 const LINKS: [Link; 9] = Link::ALL;

@@ -18,10 +18,10 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
-use ftpsesame::ftp::{CommandEvent, MAX_PENDING, Matcher, Negotiation, ReplyEvent};
-use ftpsesame::log::Vis;
-use ftpsesame::reassembly::MAX_LINE;
-use ftpsesame::session::{Delivery, Stream};
+use ftpsesame::core::ftp::{CommandEvent, MAX_PENDING, Matcher, Negotiation, ReplyEvent};
+use ftpsesame::core::log::Vis;
+use ftpsesame::core::reassembly::MAX_LINE;
+use ftpsesame::core::session::{Delivery, Stream};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Arbitrary, Debug)]

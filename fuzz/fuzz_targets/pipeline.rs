@@ -16,10 +16,10 @@
 //! allowed, and must hold none after `shutdown`.
 #![no_main]
 
-use ftpsesame::decode::Link;
-use ftpsesame::engine::{Config, Engine, Timeouts};
+use ftpsesame::core::decode::Link;
+use ftpsesame::core::engine::{Config, Engine, Timeouts};
 use ftpsesame::firewall::dryrun::DryRun;
-use ftpsesame::rule::RuleOptions;
+use ftpsesame::core::rule::RuleOptions;
 use libfuzzer_sys::fuzz_target;
 
 const MAX_SESSIONS: usize = 8;
@@ -33,7 +33,7 @@ fuzz_target!(
     init: {
         // Nothing in the engine logs at emerg: keep the fuzzer's stderr for
         // its own reports (and the run fast).
-        ftpsesame::log::set_level(0);
+        ftpsesame::core::log::set_level(0);
     },
     |data: &[u8]| {
         let Some((&head, mut rest)) = data.split_first() else {

@@ -4,8 +4,8 @@
 use std::net::SocketAddr;
 
 use super::{Error, Firewall, State};
-use crate::log::{self, Level};
-use crate::rule::{Rule, RuleOptions};
+use crate::core::log::{self, Level};
+use crate::core::rule::{Rule, RuleOptions};
 
 /// Logs rule text at debug level; never touches the kernel.
 pub struct DryRun {

@@ -53,7 +53,7 @@ where
 }
 
 /// `-t`/`-q` cannot be honoured by the crate.
-pub fn check_options(opts: &crate::rule::RuleOptions) -> Result<(), super::Error> {
+pub fn check_options(opts: &crate::core::rule::RuleOptions) -> Result<(), super::Error> {
     if opts.tag.is_some() {
         return Err(super::Error("-t is not supported on macOS".into()));
     }
@@ -81,9 +81,9 @@ mod real {
     };
 
     use super::{check_options, match_states};
+    use crate::core::rule::{ANCHOR_PARENT, Rule, RuleOptions, anchor_name};
     use crate::firewall::pf::parse_child;
     use crate::firewall::{Error, Firewall, State};
-    use crate::rule::{ANCHOR_PARENT, Rule, RuleOptions, anchor_name};
 
     fn err(what: &str, e: impl std::fmt::Display) -> Error {
         Error(format!("{what}: {e}"))
@@ -266,7 +266,7 @@ mod real {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rule::RuleOptions;
+    use crate::core::rule::RuleOptions;
 
     fn sa(s: &str) -> SocketAddr {
         s.parse().unwrap()

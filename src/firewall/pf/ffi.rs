@@ -10,8 +10,8 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use crate::core::rule::{Rule, RuleOptions};
 use crate::firewall::Error;
-use crate::rule::{Rule, RuleOptions};
 
 /// Address family codes of the flat structs (not `AF_*`: `AF_INET6` differs
 /// between the BSDs).

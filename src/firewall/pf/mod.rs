@@ -21,7 +21,7 @@ use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 
 use super::{Error, Firewall, State};
-use crate::rule::{ANCHOR_PARENT, Rule, RuleOptions, anchor_name};
+use crate::core::rule::{ANCHOR_PARENT, Rule, RuleOptions, anchor_name};
 
 pub mod ffi;
 pub mod seam;

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-use crate::rule::NAME_MAX;
+use crate::core::rule::NAME_MAX;
 
 /// The usage line, printed on any command-line error.
 pub const USAGE: &str = "usage: ftpsesame [-dnR] [-D level] [-i interface] [-m maxsessions] \
@@ -122,7 +122,7 @@ where
         foreground: raw.foreground,
         dry_run: raw.dry_run || raw.file.is_some(),
         realtime: raw.realtime,
-        level: raw.level.unwrap_or(crate::log::DEFAULT_LEVEL),
+        level: raw.level.unwrap_or(crate::core::log::DEFAULT_LEVEL),
         interface: raw.interface,
         max_sessions: raw.max_sessions.unwrap_or(DEFAULT_MAX_SESSIONS),
         queue: raw.queue,

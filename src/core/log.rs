@@ -105,8 +105,8 @@ pub fn log(level: Level, args: fmt::Arguments<'_>) {
 #[macro_export]
 macro_rules! logmsg {
     ($lvl:expr, $($arg:tt)*) => {
-        if $crate::log::enabled($lvl) {
-            $crate::log::log($lvl, format_args!($($arg)*));
+        if $crate::core::log::enabled($lvl) {
+            $crate::core::log::log($lvl, format_args!($($arg)*));
         }
     };
 }

@@ -42,12 +42,15 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use super::{Error, Firewall, State};
-use crate::conntrack::Conntrack;
-use crate::log::Level;
+use crate::core::log::Level;
+use crate::core::rule::Rule;
+use crate::firewall::{Error, Firewall, State};
 use crate::logmsg;
-use crate::netlink::{self, Attrs, MsgBuf, Socket};
-use crate::rule::Rule;
+use conntrack::Conntrack;
+use netlink::{Attrs, MsgBuf, Socket};
+
+pub mod conntrack;
+pub mod netlink;
 
 /// Set holding IPv4 holes.
 pub const SET4: &str = "ftpsesame4";

@@ -23,7 +23,7 @@
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 
-use crate::netlink::{self, Attrs, MsgBuf, Socket};
+use super::netlink::{self, Attrs, MsgBuf, Socket};
 
 const IPCTNL_MSG_CT_NEW: u8 = 0;
 const IPCTNL_MSG_CT_GET: u8 = 1;
@@ -154,8 +154,8 @@ fn orig_source(attrs: Attrs<'_>) -> Option<IpAddr> {
 
 #[cfg(test)]
 mod tests {
+    use super::netlink::MsgBuf;
     use super::*;
-    use crate::netlink::MsgBuf;
 
     #[test]
     fn finds_original_source() {

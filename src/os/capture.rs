@@ -11,7 +11,7 @@ use std::path::Path;
 
 use pcap::{Active, Capture, Offline};
 
-use crate::decode::Link;
+use crate::core::decode::Link;
 
 /// Snap length. In immediate mode libpcap gives every packet a ring slot
 /// of this size, so it is the jumbo-frame size (control-connection
@@ -72,13 +72,13 @@ impl Live {
         cap.filter(expression, true)
             .map_err(|e| format!("bad expression \"{expression}\": {e}"))?;
         let cap = cap.setnonblock().map_err(|e| format!("{name}: {e}"))?;
-        if let Err(e) = crate::bpflock::lock(cap.as_raw_fd()) {
+        if let Err(e) = crate::os::bpflock::lock(cap.as_raw_fd()) {
             // macOS bpf cannot be locked; everywhere else this is fatal.
             if e.kind() != std::io::ErrorKind::Unsupported {
                 return Err(format!("{name}: locking the capture filter: {e}"));
             }
             crate::logmsg!(
-                crate::log::Level::Notice,
+                crate::core::log::Level::Notice,
                 "{name}: capture filter cannot be locked here: {e}"
             );
         }

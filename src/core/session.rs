@@ -24,9 +24,9 @@ use std::collections::VecDeque;
 use std::hash::BuildHasher;
 use std::net::{IpAddr, SocketAddr};
 
-use crate::ftp::{Matcher, Negotiation};
-use crate::policy::RuleSet;
-use crate::reassembly::LineBuf;
+use crate::core::ftp::{Matcher, Negotiation};
+use crate::core::policy::RuleSet;
+use crate::core::reassembly::LineBuf;
 
 /// How far past the proven end of a stream a gap may be bridged.
 const MAX_GAP: u32 = 1 << 20;
@@ -188,7 +188,8 @@ impl Session {
     pub fn rules(&self) -> RuleSet {
         self.current
             .and_then(|n| {
-                crate::policy::rules(n, self.client.ip(), self.server.ip(), self.real_client).ok()
+                crate::core::policy::rules(n, self.client.ip(), self.server.ip(), self.real_client)
+                    .ok()
             })
             .unwrap_or(RuleSet::EMPTY)
     }

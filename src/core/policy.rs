@@ -8,8 +8,8 @@
 
 use std::net::IpAddr;
 
-use crate::ftp::Negotiation;
-use crate::rule::Rule;
+use crate::core::ftp::Negotiation;
+use crate::core::rule::Rule;
 
 /// Lowest data port allowed.
 pub const MIN_PORT: u16 = 1024;

@@ -15,14 +15,14 @@
 use std::net::SocketAddr;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use crate::decode::{self, Flags, Link, Segment};
+use crate::core::decode::{self, Flags, Link, Segment};
+use crate::core::ftp::{CommandEvent, Negotiation, ReplyEvent};
+use crate::core::log::{self, Level, RateLimit, Vis};
+use crate::core::policy::{self, Denied};
+use crate::core::session::{Delivery, Key, Phase, Session, Stream, Table};
+use crate::core::stats::Stats;
 use crate::firewall::{Firewall, State};
-use crate::ftp::{CommandEvent, Negotiation, ReplyEvent};
-use crate::log::{self, Level, RateLimit, Vis};
 use crate::logmsg;
-use crate::policy::{self, Denied};
-use crate::session::{Delivery, Key, Phase, Session, Stream, Table};
-use crate::stats::Stats;
 
 const SECOND: u64 = 1_000_000;
 
@@ -348,7 +348,7 @@ impl Ctx<'_> {
     }
 
     fn lines(&mut self, sess: &mut Session, from_client: bool, data: &[u8]) {
-        use crate::ftp::Command;
+        use crate::core::ftp::Command;
         let id = sess.id;
         let stats = &mut *self.stats;
         // The last negotiation in this segment: each one replaces the

@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-use crate::decode::Drop;
+use crate::core::decode::Drop;
 
 const SUB: u32 = 16;
 const BUCKETS: usize = 64 * SUB as usize;

@@ -1,0 +1,10 @@
+//! The operating system's edges: packet sources (libpcap capture and the
+//! bpf lock), the command line, daemonizing and privileges, signals.
+//! They hand frames and a clock to the core and carry nothing back but
+//! what `main` wires.
+
+pub mod bpflock;
+pub mod capture;
+pub mod cli;
+pub mod daemon;
+pub mod signals;
