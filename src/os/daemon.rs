@@ -4,8 +4,9 @@
 //! The order matters and is the caller's job: open everything that needs
 //! root first (capture handle, `/dev/pf` or the netlink socket), then
 //! [`daemonize`], then [`write_pidfile`] (so it records the child's pid and
-//! the child holds the lock), then [`drop_privileges`]. From then on the
-//! process lives in an empty chroot as an unprivileged user.
+//! the child holds the lock) and the signal handlers (`Signals::install`,
+//! which must come after the fork), then [`drop_privileges`]. From then on
+//! the process lives in an empty chroot as an unprivileged user.
 //!
 //! On Linux the nftables backend talks nfnetlink, and the kernel checks
 //! CAP_NET_ADMIN of the *sending process* on every message, not only of
