@@ -3,6 +3,7 @@
 //! runs one poll loop over the capture, the signal pipe and the purge
 //! timer. All decisions are made by `ftpsesame::core::engine`.
 
+use std::fmt;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -14,7 +15,7 @@ use ftpsesame::firewall::Firewall;
 use ftpsesame::firewall::dryrun::DryRun;
 use ftpsesame::logmsg;
 use ftpsesame::os::capture::{self, Live};
-use ftpsesame::os::cli::{self, CliError, Options};
+use ftpsesame::os::cli::{self, Options};
 use ftpsesame::os::daemon;
 use ftpsesame::os::signals::{Event, Signals};
 
@@ -24,25 +25,76 @@ const USER: &str = "proxy";
 /// Packets read per wake-up before signals and timers get a look.
 const BATCH: usize = 256;
 
-fn main() -> ExitCode {
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(msg) => {
-            if msg.starts_with("usage:") {
-                eprintln!("{msg}");
-            } else {
-                logmsg!(Level::Err, "{msg}");
-                if !log::is_stderr() {
-                    eprintln!("ftpsesame: {msg}");
-                }
-            }
-            ExitCode::FAILURE
+/// Why the program stops with exit status 1: an edge's error, or one of
+/// main's own steps. `Display` is the message.
+#[derive(Debug)]
+enum Fatal {
+    Cli(cli::Error),
+    NotRoot,
+    Capture(capture::Error),
+    Firewall(firewall::Error),
+    Daemon(daemon::Error),
+    Signals(std::io::Error),
+    Poll(std::io::Error),
+}
+
+impl fmt::Display for Fatal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Fatal::Cli(e) => e.fmt(f),
+            Fatal::NotRoot => f.write_str("needs to start as root"),
+            Fatal::Capture(e) => e.fmt(f),
+            Fatal::Firewall(e) => e.fmt(f),
+            Fatal::Daemon(e) => e.fmt(f),
+            Fatal::Signals(e) => write!(f, "signals: {e}"),
+            Fatal::Poll(e) => write!(f, "poll: {e}"),
         }
     }
 }
 
-fn run() -> Result<(), String> {
-    let opts = cli::parse(std::env::args_os()).map_err(|CliError(msg)| msg)?;
+impl From<cli::Error> for Fatal {
+    fn from(e: cli::Error) -> Self {
+        Fatal::Cli(e)
+    }
+}
+
+impl From<capture::Error> for Fatal {
+    fn from(e: capture::Error) -> Self {
+        Fatal::Capture(e)
+    }
+}
+
+impl From<firewall::Error> for Fatal {
+    fn from(e: firewall::Error) -> Self {
+        Fatal::Firewall(e)
+    }
+}
+
+impl From<daemon::Error> for Fatal {
+    fn from(e: daemon::Error) -> Self {
+        Fatal::Daemon(e)
+    }
+}
+
+fn main() -> ExitCode {
+    let Err(err) = run() else {
+        return ExitCode::SUCCESS;
+    };
+    match err {
+        // A BSD tool's answer to a bad command line: the usage line alone.
+        Fatal::Cli(cli::Error::Usage) => eprintln!("{err}"),
+        _ => {
+            logmsg!(Level::Err, "{err}");
+            if !log::is_stderr() {
+                eprintln!("ftpsesame: {err}");
+            }
+        }
+    }
+    ExitCode::FAILURE
+}
+
+fn run() -> Result<(), Fatal> {
+    let opts = cli::parse(std::env::args_os())?;
     log::set_level(opts.level);
     log::to_stderr();
     let rule_opts = RuleOptions {
@@ -66,7 +118,7 @@ fn config(opts: &Options, link: ftpsesame::core::decode::Link, live: bool) -> Co
 }
 
 /// `-r`: replay a capture file through the engine, touching nothing.
-fn offline(opts: &Options, path: &Path, rule_opts: RuleOptions) -> Result<(), String> {
+fn offline(opts: &Options, path: &Path, rule_opts: RuleOptions) -> Result<(), Fatal> {
     let mut file = capture::File::open(path, &opts.expression)?;
     let mut engine = Engine::new(
         config(opts, file.link, false),
@@ -75,34 +127,40 @@ fn offline(opts: &Options, path: &Path, rule_opts: RuleOptions) -> Result<(), St
     let result = file.run(|f| engine.packet(f.ts, f.data));
     engine.shutdown();
     logmsg!(Level::Notice, "{}", engine.stats_line());
-    result
+    result.map_err(Fatal::Capture)
 }
 
 /// The backend for this OS.
-fn open_firewall(opts: &Options, rule_opts: RuleOptions) -> Result<Box<dyn Firewall>, String> {
+fn open_firewall(
+    opts: &Options,
+    rule_opts: RuleOptions,
+) -> Result<Box<dyn Firewall>, firewall::Error> {
     if opts.dry_run {
         return Ok(Box::new(DryRun::new(rule_opts)));
     }
-    firewall::open(&opts.table_family, &opts.table_name, rule_opts).map_err(|e| e.to_string())
+    firewall::open(&opts.table_family, &opts.table_name, rule_opts)
 }
 
-fn live(opts: &Options, rule_opts: RuleOptions) -> Result<(), String> {
+fn live(opts: &Options, rule_opts: RuleOptions) -> Result<(), Fatal> {
     if !nix::unistd::geteuid().is_root() {
-        return Err("needs to start as root".into());
+        return Err(Fatal::NotRoot);
     }
     let mut cap = Live::open(opts.interface.as_deref(), &opts.expression)?;
     let fw = open_firewall(opts, rule_opts)?;
-    let signals = Signals::install().map_err(|e| format!("signals: {e}"))?;
+    // Fork before installing the signal handlers: the waiting parent keeps
+    // its own dispositions and shares no signal pipe with the daemon, and
+    // the child holds the signals back until `install` (see daemonize).
     let (_pidfile, ready) = if opts.foreground {
         (None, None)
     } else {
-        let ready = daemon::daemonize().map_err(|e| format!("daemonize: {e}"))?;
+        let ready = daemon::daemonize()?;
         log::to_syslog();
         (
             Some(daemon::write_pidfile(Path::new(PIDFILE))?),
             Some(ready),
         )
     };
+    let signals = Signals::install().map_err(Fatal::Signals)?;
     match daemon::raise_priority(opts.realtime) {
         Ok(how) => logmsg!(Level::Debug, "scheduling: {how}"),
         Err(e) => logmsg!(Level::Warning, "cannot raise priority: {e}"),
@@ -134,7 +192,7 @@ fn live(opts: &Options, rule_opts: RuleOptions) -> Result<(), String> {
     result
 }
 
-fn run_loop(cap: &mut Live, signals: &Signals, engine: &mut Engine) -> Result<(), String> {
+fn run_loop(cap: &mut Live, signals: &Signals, engine: &mut Engine) -> Result<(), Fatal> {
     // Packets the kernel dropped because we fell behind: said while running,
     // at most once a second, since each one may have been a negotiation.
     let mut dropped = 0;
@@ -157,25 +215,22 @@ fn run_loop(cap: &mut Live, signals: &Signals, engine: &mut Engine) -> Result<()
         if r < 0 {
             let e = std::io::Error::last_os_error();
             if e.kind() != std::io::ErrorKind::Interrupted {
-                return Err(format!("poll: {e}"));
+                return Err(Fatal::Poll(e));
             }
         }
         if fds[0].revents != 0 {
-            let n = cap
-                .read(BATCH, |f| engine.packet(f.ts, f.data))
-                .map_err(|e| format!("{}: {e}", cap.interface))?;
+            let n = cap.read(BATCH, |f| engine.packet(f.ts, f.data))?;
             if n == 0 && fds[0].revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
-                return Err(format!(
-                    "{}: capture failed (interface gone?)",
-                    cap.interface
-                ));
+                return Err(capture::Error::Gone {
+                    interface: cap.interface.clone(),
+                }
+                .into());
             }
         }
         let mut quit = false;
         signals.drain(&mut |ev| match ev {
             Event::Terminate => quit = true,
             Event::Stats => logmsg!(Level::Notice, "{}", engine.stats_line()),
-            Event::Hangup => {}
         });
         if quit {
             logmsg!(Level::Notice, "exiting on signal");

@@ -37,6 +37,8 @@ fn run_as_child() -> bool {
         "drop" => child_drop(&env("DROP_USER"), Path::new(&env("DROP_DIR")), &env),
         "daemonize" => child_daemonize(Path::new(&env("RESULT"))),
         "daemonize-fail" => child_daemonize_fail(),
+        "daemonize-eintr" => child_daemonize_eintr(Path::new(&env("DIR"))),
+        "daemonize-held" => child_daemonize_held(Path::new(&env("DIR"))),
         other => panic!("unknown {ROLE} {other}"),
     }
     true
@@ -129,8 +131,70 @@ fn child_daemonize_fail() {
     unsafe { libc::_exit(3) };
 }
 
+/// Report this thread's id (the one that will wait in `daemonize`), say
+/// ready, and daemonize; the daemon writes `forked` and waits for `go`.
+#[cfg(target_os = "linux")]
+fn daemonize_on_cue(dir: &Path) -> ftpsesame::os::daemon::Ready {
+    // SAFETY: plain syscall without pointers.
+    let tid = unsafe { libc::syscall(libc::SYS_gettid) };
+    report("tid", &tid.to_string());
+    report("ready", "");
+    let ready = ftpsesame::os::daemon::daemonize().expect("daemonize");
+    std::fs::write(dir.join("forked.tmp"), std::process::id().to_string()).unwrap();
+    std::fs::rename(dir.join("forked.tmp"), dir.join("forked")).unwrap();
+    // The bound only keeps a lost test from leaving a daemon behind.
+    for _ in 0..3000 {
+        if dir.join("go").exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    ready
+}
+
+/// A caller with a handler of its own (no SA_RESTART) daemonizes: a
+/// signal interrupting the parent's wait must not read as a failure.
+#[cfg(target_os = "linux")]
+fn child_daemonize_eintr(dir: &Path) {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+    extern "C" fn nothing(_: libc::c_int) {}
+    let action = SigAction::new(
+        SigHandler::Handler(nothing),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    // SAFETY: the handler does nothing at all.
+    unsafe { sigaction(Signal::SIGUSR1, &action) }.unwrap();
+    let ready = daemonize_on_cue(dir);
+    ready.done();
+    // SAFETY: ends the daemon without running anything else.
+    unsafe { libc::_exit(0) };
+}
+
+/// The order main uses: daemonize, then install the handlers. The daemon
+/// writes the events the handlers saw (SIGTERM sent before they existed).
+#[cfg(target_os = "linux")]
+fn child_daemonize_held(dir: &Path) {
+    let ready = daemonize_on_cue(dir);
+    let signals = ftpsesame::os::signals::Signals::install().expect("signals");
+    let mut seen = Vec::new();
+    signals.drain(&mut |e| seen.push(format!("{e:?}")));
+    let tmp = dir.join("events.tmp");
+    std::fs::write(&tmp, seen.join(" ")).unwrap();
+    std::fs::rename(&tmp, dir.join("events")).unwrap();
+    ready.done();
+    // SAFETY: ends the daemon without running anything else.
+    unsafe { libc::_exit(0) };
+}
+
 #[cfg(not(target_os = "linux"))]
 fn child_daemonize_fail() {}
+
+#[cfg(not(target_os = "linux"))]
+fn child_daemonize_eintr(_: &Path) {}
+
+#[cfg(not(target_os = "linux"))]
+fn child_daemonize_held(_: &Path) {}
 
 #[cfg(not(target_os = "linux"))]
 fn child_daemonize(_: &Path) {
@@ -360,7 +424,10 @@ fn unknown_user_is_a_clear_error() {
     }
     // The lookup comes first, so this is safe even as root: nothing changes.
     let err = drop_privileges("no-such-user-ftpsesame", Path::new("/nonexistent"), true);
-    assert_eq!(err, Err("no such user: no-such-user-ftpsesame".to_string()));
+    assert_eq!(
+        err.map_err(|e| e.to_string()),
+        Err("no such user: no-such-user-ftpsesame".to_string())
+    );
 }
 
 /// Fields of /proc/<pid>/task/<tid>/status, and the thread's root.
@@ -504,7 +571,7 @@ fn drop_keeps_exactly_net_admin() {
         format!("{pid}\n")
     );
     assert_eq!(
-        write_pidfile(&pidfile).unwrap_err(),
+        write_pidfile(&pidfile).unwrap_err().to_string(),
         format!("already running (pid {pid})")
     );
     println!(
@@ -651,4 +718,128 @@ fn daemonize_reports_a_failed_start_up() {
         Some(1),
         "the parent must exit 1 when the daemon dies first"
     );
+}
+
+/// Poll `done` every 10 ms for up to 10 s; the bound only keeps a broken
+/// case from hanging the suite.
+#[cfg(target_os = "linux")]
+fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..1000 {
+        if done() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// A line of /proc/<pid>/task/<tid>/status as a signal mask.
+#[cfg(target_os = "linux")]
+fn signal_mask(task: &str, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("{task}/status")).unwrap();
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .unwrap_or_else(|| panic!("no {field} in {task}/status"));
+    u64::from_str_radix(line.trim(), 16).unwrap()
+}
+
+#[cfg(target_os = "linux")]
+fn bit(signal: libc::c_int) -> u64 {
+    1 << (signal - 1)
+}
+
+/// The parent of `daemonize` waits in read(2) for the daemon's word. A
+/// signal its caller catches interrupts that read (EINTR); the parent must
+/// wait on, not report a start-up failure that did not happen.
+#[cfg(target_os = "linux")]
+#[test]
+fn daemonize_waits_through_a_caught_signal() {
+    if run_as_child() {
+        return;
+    }
+    let scratch = Scratch::new("eintr");
+    let mut run = Rerun::start(
+        "daemonize_waits_through_a_caught_signal",
+        "daemonize-eintr",
+        &[("DIR", scratch.0.to_str().unwrap())],
+    );
+    let (pid, tid) = (run.child.id(), run.get("tid").to_string());
+    let task = format!("/proc/{pid}/task/{tid}");
+    eventually("the daemon", || scratch.0.join("forked").exists());
+    // Only a signal that lands in the read itself tells the difference.
+    eventually("the parent's read(2)", || {
+        std::fs::read_to_string(format!("{task}/syscall"))
+            .is_ok_and(|s| s.split_whitespace().next() == Some(&libc::SYS_read.to_string()))
+    });
+    // Thread-directed: libtest's other thread must not take it instead.
+    // SAFETY: plain syscall without pointers.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_tgkill,
+            pid as libc::pid_t,
+            tid.parse::<libc::pid_t>().unwrap(),
+            libc::SIGUSR1,
+        )
+    };
+    assert_eq!(rc, 0, "tgkill: {}", std::io::Error::last_os_error());
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(
+        run.child.try_wait().unwrap(),
+        None,
+        "the parent stopped waiting when a signal interrupted its read"
+    );
+    std::fs::write(scratch.0.join("go"), "").unwrap();
+    drop(run.child.stdin.take());
+    let status = run.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "the daemon did start");
+}
+
+/// Between the fork and `Signals::install` the daemon has no handlers. A
+/// SIGTERM that arrives then must neither kill it (no cleanup, and a
+/// start-up reported as failed) nor be lost: it is held until the handlers
+/// are in, and they see it. Meanwhile the waiting parent keeps its own
+/// signal mask.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_sigterm_before_the_handlers_is_held_for_them() {
+    if run_as_child() {
+        return;
+    }
+    let scratch = Scratch::new("held");
+    let mut run = Rerun::start(
+        "a_sigterm_before_the_handlers_is_held_for_them",
+        "daemonize-held",
+        &[("DIR", scratch.0.to_str().unwrap())],
+    );
+    let parent = format!("/proc/{}/task/{}", run.child.id(), run.get("tid"));
+    eventually("the daemon", || scratch.0.join("forked").exists());
+    let daemon: i32 = std::fs::read_to_string(scratch.0.join("forked"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let term = bit(libc::SIGTERM);
+    assert_eq!(
+        signal_mask(&parent, "SigBlk") & term,
+        0,
+        "the parent must wait with its own mask"
+    );
+    let task = format!("/proc/{daemon}/task/{daemon}");
+    assert_ne!(signal_mask(&task, "SigBlk") & term, 0, "held in the daemon");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    eventually("SIGTERM pending in the daemon", || {
+        signal_mask(&task, "ShdPnd") & term != 0
+    });
+    std::fs::write(scratch.0.join("go"), "").unwrap();
+    drop(run.child.stdin.take());
+    let status = run.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "start-up completed");
+    let events = std::fs::read_to_string(scratch.0.join("events"))
+        .expect("the daemon lived to write its events");
+    assert_eq!(events, "Terminate");
+    println!("SIGTERM held from the fork to Signals::install, then seen as {events}");
 }

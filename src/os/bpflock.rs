@@ -1,14 +1,26 @@
-//! Lock the capture descriptor once pcap has set it up, so that a
-//! compromised, unprivileged daemon cannot widen its view or send packets.
+//! Lock the capture descriptor once libpcap has set it up, so that a
+//! compromised daemon, after it has dropped root, cannot change what the
+//! descriptor delivers. What the lock gives differs per system:
 //!
-//! - Linux: `SO_LOCK_FILTER` on the AF_PACKET socket: the filter pcap
-//!   attached can no longer be changed or removed.
 //! - FreeBSD/OpenBSD: immediate mode, a write filter that rejects every
-//!   packet (`BIOCSETWF` with the one instruction `ret 0`), then `BIOCLOCK`,
-//!   after which the descriptor's filters and interface are fixed. Done by
-//!   the C glue, against the system's own <net/bpf.h>.
-//! - macOS: its bpf has neither a write filter nor a lock; `lock` returns an
-//!   `Unsupported` error for the caller to log.
+//!   packet (`BIOCSETWF` with the one instruction `ret 0`), then `BIOCLOCK`.
+//!   The read filter, the write filter and the interface are then fixed, so
+//!   the descriptor only ever reads what the expression matches on the
+//!   chosen interface and cannot send at all. Done by `bpflock.c`, compiled
+//!   against the system's own `<net/bpf.h>`.
+//! - Linux: `SO_LOCK_FILTER` on libpcap's AF_PACKET socket. The filter
+//!   libpcap attached (the expression) can no longer be detached, replaced
+//!   or unlocked (EPERM), so whatever the socket delivers matches the
+//!   expression. That is all it gives: the socket can still be bound to
+//!   another interface, put that interface into promiscuous mode through a
+//!   packet membership, and send raw frames on any interface, because
+//!   AF_PACKET checks CAP_NET_RAW when the socket is created, not when it is
+//!   used, and has no write filter or shutdown for sending. libpcap opens
+//!   the socket itself, so there is no other way to open it that could not
+//!   send. (Outside dry runs the process keeps CAP_NET_ADMIN for nftables,
+//!   which already allows more than sending raw frames does.)
+//! - macOS: its bpf has neither a write filter nor a lock; [`lock`] returns
+//!   an `Unsupported` error for the caller to log.
 
 use std::io;
 use std::os::fd::RawFd;
@@ -16,7 +28,7 @@ use std::os::fd::RawFd;
 /// Lock the capture descriptor `fd` (call after the capture filter is set,
 /// before dropping privileges).
 #[cfg(target_os = "linux")]
-pub fn lock(fd: RawFd) -> io::Result<()> {
+pub(crate) fn lock(fd: RawFd) -> io::Result<()> {
     let one: libc::c_int = 1;
     // SAFETY: plain setsockopt with a c_int value of the right size.
     let rc = unsafe {
@@ -35,9 +47,15 @@ pub fn lock(fd: RawFd) -> io::Result<()> {
 }
 
 #[cfg(any(target_os = "freebsd", target_os = "openbsd"))]
-pub fn lock(fd: RawFd) -> io::Result<()> {
-    // SAFETY: the glue only issues ioctls on fd with its own memory.
-    let rc = unsafe { crate::firewall::pf::ffi::ftps_bpf_lock(fd) };
+unsafe extern "C" {
+    /// src/os/bpflock.c: 0, or -errno of the ioctl that failed.
+    fn ftps_bpf_lock(fd: libc::c_int) -> libc::c_int;
+}
+
+#[cfg(any(target_os = "freebsd", target_os = "openbsd"))]
+pub(crate) fn lock(fd: RawFd) -> io::Result<()> {
+    // SAFETY: bpflock.c only issues ioctls on fd with its own memory.
+    let rc = unsafe { ftps_bpf_lock(fd) };
     if rc < 0 {
         return Err(io::Error::from_raw_os_error(-rc));
     }
@@ -45,7 +63,7 @@ pub fn lock(fd: RawFd) -> io::Result<()> {
 }
 
 #[cfg(not(any(target_os = "linux", target_os = "freebsd", target_os = "openbsd")))]
-pub fn lock(_fd: RawFd) -> io::Result<()> {
+pub(crate) fn lock(_fd: RawFd) -> io::Result<()> {
     Err(io::Error::new(
         io::ErrorKind::Unsupported,
         "this system's bpf has no write filter or lock",

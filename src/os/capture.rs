@@ -1,13 +1,14 @@
 //! Packet capture: libpcap, live on an interface or from a file.
 //!
 //! Live capture runs in immediate mode (each packet is handed over as soon
-//! as it arrives: the data connection is racing us) with a snap length
-//! large enough for GRO-merged segments, and the filter is locked after it
-//! is set so that a compromised process cannot widen what it sees.
+//! as it arrives: the data connection is racing us) with a jumbo-frame
+//! snap length, and the filter is locked after it is set (`os::bpflock`
+//! says what that gives on each system).
 //! Offline capture accepts pcap and pcapng and applies the same expression.
 
+use std::fmt;
 use std::os::fd::{AsRawFd, RawFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use pcap::{Active, Capture, Offline};
 
@@ -17,7 +18,7 @@ use crate::core::decode::Link;
 /// of this size, so it is the jumbo-frame size (control-connection
 /// segments are small; a longer one is dropped as `short` and the stream
 /// resynchronises) rather than GRO's 64 KiB, which left room for 16 packets.
-pub const SNAPLEN: i32 = 9216;
+const SNAPLEN: i32 = 9216;
 /// Kernel ring: about 3,500 slots, enough to ride out a SYN flood burst.
 const BUFFER: i32 = 32 << 20;
 
@@ -33,14 +34,97 @@ fn ts_us(h: &pcap::PacketHeader) -> u64 {
         .saturating_add(h.ts.tv_usec as u64)
 }
 
-fn link_of(lt: pcap::Linktype) -> Result<Link, String> {
-    Link::from_linktype(lt.0).ok_or_else(|| {
-        format!(
-            "unsupported link type {} ({})",
-            lt.0,
-            lt.get_name().unwrap_or_default()
-        )
+/// Why a capture could not be opened or read. `Display` is the log line;
+/// the underlying libpcap or system error is the `source()`.
+#[derive(Debug)]
+pub enum Error {
+    /// pcap could not name a default device.
+    Lookup(pcap::Error),
+    /// There is no default device: the user has to name one.
+    NoDefaultInterface,
+    /// Opening or setting up the live capture on `interface` failed.
+    Open {
+        interface: String,
+        source: pcap::Error,
+    },
+    /// Opening the capture file failed.
+    OpenFile { path: PathBuf, source: pcap::Error },
+    /// The pcap expression did not compile.
+    Expression {
+        expression: String,
+        source: pcap::Error,
+    },
+    /// The capture filter could not be locked.
+    Lock {
+        interface: String,
+        source: std::io::Error,
+    },
+    /// A link type the decoder does not know.
+    LinkType { linktype: i32, name: String },
+    /// Reading from the live capture failed.
+    Read {
+        interface: String,
+        source: pcap::Error,
+    },
+    /// Reading the capture file failed.
+    ReadFile(pcap::Error),
+    /// The descriptor reported an error or hang-up and there was nothing to
+    /// read: the interface went away.
+    Gone { interface: String },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Lookup(e) => write!(f, "no default interface: {e}"),
+            Error::NoDefaultInterface => f.write_str("no default interface: use -i"),
+            Error::Open { interface, source } => write!(f, "{interface}: {source}"),
+            Error::OpenFile { path, source } => write!(f, "{}: {source}", path.display()),
+            Error::Expression { expression, source } => {
+                write!(f, "bad expression \"{expression}\": {source}")
+            }
+            Error::Lock { interface, source } => {
+                write!(f, "{interface}: locking the capture filter: {source}")
+            }
+            Error::LinkType { linktype, name } => {
+                write!(f, "unsupported link type {linktype} ({name})")
+            }
+            Error::Read { interface, source } => write!(f, "{interface}: {source}"),
+            Error::ReadFile(e) => write!(f, "{e}"),
+            Error::Gone { interface } => {
+                write!(f, "{interface}: capture failed (interface gone?)")
+            }
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Lookup(e)
+            | Error::Open { source: e, .. }
+            | Error::OpenFile { source: e, .. }
+            | Error::Expression { source: e, .. }
+            | Error::Read { source: e, .. }
+            | Error::ReadFile(e) => Some(e),
+            Error::Lock { source, .. } => Some(source),
+            Error::NoDefaultInterface | Error::LinkType { .. } | Error::Gone { .. } => None,
+        }
+    }
+}
+
+fn link_of(lt: pcap::Linktype) -> Result<Link, Error> {
+    Link::from_linktype(lt.0).ok_or_else(|| Error::LinkType {
+        linktype: lt.0,
+        name: lt.get_name().unwrap_or_default(),
     })
+}
+
+fn expression_error(expression: &str) -> impl FnOnce(pcap::Error) -> Error + '_ {
+    move |source| Error::Expression {
+        expression: expression.to_string(),
+        source,
+    }
 }
 
 /// A live capture on one interface.
@@ -52,14 +136,18 @@ pub struct Live {
 
 impl Live {
     /// Open `interface` (or pcap's default device) with `expression`.
-    pub fn open(interface: Option<&str>, expression: &str) -> Result<Live, String> {
+    pub fn open(interface: Option<&str>, expression: &str) -> Result<Live, Error> {
         let device = match interface {
             Some(name) => pcap::Device::from(name),
             None => pcap::Device::lookup()
-                .map_err(|e| format!("no default interface: {e}"))?
-                .ok_or("no default interface: use -i")?,
+                .map_err(Error::Lookup)?
+                .ok_or(Error::NoDefaultInterface)?,
         };
         let name = device.name.clone();
+        let open_error = |source| Error::Open {
+            interface: name.clone(),
+            source,
+        };
         let mut cap = Capture::from_device(device)
             .and_then(|c| {
                 c.immediate_mode(true)
@@ -68,14 +156,17 @@ impl Live {
                     .promisc(false)
                     .open()
             })
-            .map_err(|e| format!("{name}: {e}"))?;
+            .map_err(open_error)?;
         cap.filter(expression, true)
-            .map_err(|e| format!("bad expression \"{expression}\": {e}"))?;
-        let cap = cap.setnonblock().map_err(|e| format!("{name}: {e}"))?;
+            .map_err(expression_error(expression))?;
+        let cap = cap.setnonblock().map_err(open_error)?;
         if let Err(e) = crate::os::bpflock::lock(cap.as_raw_fd()) {
             // macOS bpf cannot be locked; everywhere else this is fatal.
             if e.kind() != std::io::ErrorKind::Unsupported {
-                return Err(format!("{name}: locking the capture filter: {e}"));
+                return Err(Error::Lock {
+                    interface: name,
+                    source: e,
+                });
             }
             crate::logmsg!(
                 crate::core::log::Level::Notice,
@@ -97,7 +188,7 @@ impl Live {
 
     /// Hand up to `budget` waiting packets to `f`. Returns how many were
     /// read, or the capture's error (interface gone, and the like).
-    pub fn read(&mut self, budget: usize, mut f: impl FnMut(Frame<'_>)) -> Result<usize, String> {
+    pub fn read(&mut self, budget: usize, mut f: impl FnMut(Frame<'_>)) -> Result<usize, Error> {
         let mut n = 0;
         while n < budget {
             match self.cap.next_packet() {
@@ -109,7 +200,12 @@ impl Live {
                     n += 1;
                 }
                 Err(pcap::Error::TimeoutExpired | pcap::Error::NoMorePackets) => break,
-                Err(e) => return Err(e.to_string()),
+                Err(source) => {
+                    return Err(Error::Read {
+                        interface: self.interface.clone(),
+                        source,
+                    });
+                }
             }
         }
         Ok(n)
@@ -128,16 +224,19 @@ pub struct File {
 }
 
 impl File {
-    pub fn open(path: &Path, expression: &str) -> Result<File, String> {
-        let mut cap = Capture::from_file(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    pub fn open(path: &Path, expression: &str) -> Result<File, Error> {
+        let mut cap = Capture::from_file(path).map_err(|source| Error::OpenFile {
+            path: path.to_path_buf(),
+            source,
+        })?;
         cap.filter(expression, true)
-            .map_err(|e| format!("bad expression \"{expression}\": {e}"))?;
+            .map_err(expression_error(expression))?;
         let link = link_of(cap.get_datalink())?;
         Ok(File { cap, link })
     }
 
     /// Hand every packet to `f`, in file order.
-    pub fn run(&mut self, mut f: impl FnMut(Frame<'_>)) -> Result<(), String> {
+    pub fn run(&mut self, mut f: impl FnMut(Frame<'_>)) -> Result<(), Error> {
         loop {
             match self.cap.next_packet() {
                 Ok(p) => f(Frame {
@@ -145,8 +244,90 @@ impl File {
                     data: p.data,
                 }),
                 Err(pcap::Error::NoMorePackets) => return Ok(()),
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(Error::ReadFile(e)),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    /// An empty pcap file with link type `linktype`.
+    fn empty_pcap(name: &str, linktype: u32) -> PathBuf {
+        let path = std::env::temp_dir().join(format!(
+            "ftpsesame-capture-{}-{name}.pcap",
+            std::process::id()
+        ));
+        let mut h = Vec::with_capacity(24);
+        h.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+        h.extend_from_slice(&2u16.to_le_bytes());
+        h.extend_from_slice(&4u16.to_le_bytes());
+        h.extend_from_slice(&[0; 8]);
+        h.extend_from_slice(&65535u32.to_le_bytes());
+        h.extend_from_slice(&linktype.to_le_bytes());
+        std::fs::write(&path, h).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_missing_file_names_the_path() {
+        let err = File::open(Path::new("/nonexistent/x.pcap"), "tcp")
+            .err()
+            .unwrap();
+        assert!(matches!(err, Error::OpenFile { .. }), "{err:?}");
+        assert!(
+            err.to_string().starts_with("/nonexistent/x.pcap: "),
+            "{err}"
+        );
+        assert!(err.source().is_some());
+    }
+
+    #[test]
+    fn a_bad_expression_is_quoted() {
+        let path = empty_pcap("expr", 1);
+        let err = File::open(&path, "tcp and").err().unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert!(matches!(err, Error::Expression { .. }), "{err:?}");
+        assert!(
+            err.to_string().starts_with("bad expression \"tcp and\": "),
+            "{err}"
+        );
+        assert!(err.source().is_some());
+    }
+
+    #[test]
+    fn an_unknown_link_type_is_named() {
+        // LINKTYPE_USER0: no decoder for it.
+        let path = empty_pcap("link", 147);
+        let err = File::open(&path, "").err().unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert!(
+            matches!(err, Error::LinkType { linktype: 147, .. }),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().starts_with("unsupported link type 147 ("),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_missing_interface_is_named() {
+        let err = Live::open(Some("fsnone0"), "tcp").err().unwrap();
+        assert!(matches!(err, Error::Open { .. }), "{err:?}");
+        assert!(err.to_string().starts_with("fsnone0: "), "{err}");
+        assert!(err.source().is_some());
+    }
+
+    #[test]
+    fn a_vanished_interface_says_so() {
+        let err = Error::Gone {
+            interface: "em0".into(),
+        };
+        assert_eq!(err.to_string(), "em0: capture failed (interface gone?)");
+        assert!(err.source().is_none());
     }
 }

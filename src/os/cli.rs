@@ -6,6 +6,7 @@
 //! word that is not an option starts the pcap expression: every word from
 //! there on is joined with spaces.
 
+use std::fmt;
 use std::path::PathBuf;
 
 use clap::Parser;
@@ -85,24 +86,44 @@ pub struct Options {
     pub expression: String,
 }
 
-/// Why the command line was refused: the message for stderr (exit 1).
+/// Why the command line was refused. `Display` is the message for stderr.
 #[derive(Debug, PartialEq, Eq)]
-pub struct CliError(pub String);
+pub enum Error {
+    /// A bad option, value or table: shown as the usage line ([`USAGE`]).
+    Usage,
+    /// `-t` or `-q` longer than a pf tag or queue name can be.
+    TooLong { what: &'static str },
+    /// `-t` or `-q` empty or with a blank or control character in it.
+    NotAWord { what: &'static str },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Usage => f.write_str(USAGE),
+            Error::TooLong { what } => write!(f, "{what} too long"),
+            Error::NotAWord { what } => write!(f, "{what} must be a single word"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
 
 /// Parse `args` (including the program name).
-pub fn parse<I, T>(args: I) -> Result<Options, CliError>
+pub fn parse<I, T>(args: I) -> Result<Options, Error>
 where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    let raw = Raw::try_parse_from(args).map_err(|_| CliError(USAGE.to_string()))?;
-    for (name, value) in [("tag", &raw.tag), ("queue", &raw.queue)] {
+    // clap's own message is not shown: a BSD tool answers with its usage.
+    let raw = Raw::try_parse_from(args).map_err(|_| Error::Usage)?;
+    for (what, value) in [("tag", &raw.tag), ("queue", &raw.queue)] {
         if let Some(v) = value {
             if v.len() > NAME_MAX {
-                return Err(CliError(format!("{name} too long")));
+                return Err(Error::TooLong { what });
             }
             if v.is_empty() || v.bytes().any(|b| !b.is_ascii_graphic()) {
-                return Err(CliError(format!("{name} must be a single word")));
+                return Err(Error::NotAWord { what });
             }
         }
     }
@@ -111,7 +132,7 @@ where
         Some((f, n)) if ["inet", "ip", "ip6"].contains(&f) && !n.is_empty() => {
             (f.to_string(), n.to_string())
         }
-        _ => return Err(CliError(USAGE.to_string())),
+        _ => return Err(Error::Usage),
     };
     let expression = if raw.expression.is_empty() {
         DEFAULT_EXPRESSION.to_string()
@@ -138,7 +159,7 @@ where
 mod tests {
     use super::*;
 
-    fn p(args: &[&str]) -> Result<Options, CliError> {
+    fn p(args: &[&str]) -> Result<Options, Error> {
         parse(std::iter::once("ftpsesame").chain(args.iter().copied()))
     }
 
@@ -189,15 +210,31 @@ mod tests {
             &["-h"],
             &["-T", "bridge/x"],
         ] {
-            assert_eq!(p(args), Err(CliError(USAGE.into())), "{args:?}");
+            assert_eq!(p(args), Err(Error::Usage), "{args:?}");
         }
+        assert_eq!(Error::Usage.to_string(), USAGE);
     }
 
     #[test]
     fn long_names() {
         let long = "x".repeat(64);
-        assert_eq!(p(&["-t", &long]), Err(CliError("tag too long".into())));
-        assert_eq!(p(&["-q", &long]), Err(CliError("queue too long".into())));
+        let err = p(&["-t", &long]).unwrap_err();
+        assert_eq!(err, Error::TooLong { what: "tag" });
+        assert_eq!(err.to_string(), "tag too long");
+        let err = p(&["-q", &long]).unwrap_err();
+        assert_eq!(err, Error::TooLong { what: "queue" });
+        assert_eq!(err.to_string(), "queue too long");
         assert!(p(&["-t", &"x".repeat(63)]).is_ok());
+    }
+
+    #[test]
+    fn names_must_be_one_word() {
+        for bad in ["", "a b", "tab\there", "caf\u{e9}"] {
+            let err = p(&["-t", bad]).unwrap_err();
+            assert_eq!(err, Error::NotAWord { what: "tag" }, "{bad:?}");
+            assert_eq!(err.to_string(), "tag must be a single word");
+        }
+        let err = p(&["-q", "a b"]).unwrap_err();
+        assert_eq!(err.to_string(), "queue must be a single word");
     }
 }

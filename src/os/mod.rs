@@ -3,7 +3,7 @@
 //! They hand frames and a clock to the core and carry nothing back but
 //! what `main` wires.
 
-pub mod bpflock;
+pub(crate) mod bpflock;
 pub mod capture;
 pub mod cli;
 pub mod daemon;

@@ -8,13 +8,23 @@
 //!
 //! SA_RESTART is deliberately not set: a signal interrupts a blocking call
 //! with EINTR, so the loop comes round to the pipe at once.
+//!
+//! SIGHUP is ignored: the daemon has no configuration to reload, and a
+//! hang-up must not end it without removing its rules. SIGPIPE is ignored
+//! too (a vanished peer must show up as EPIPE).
+//!
+//! A daemon installs the handlers after [`daemonize`](crate::os::daemon::daemonize),
+//! in the child, which has the signals of `caught()` blocked until then;
+//! installing unblocks them, so one that arrived in between is handled now.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
-use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+use nix::sys::signal::{
+    SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal, pthread_sigmask, sigaction,
+};
 
 /// What a signal asks the daemon to do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,8 +33,6 @@ pub enum Event {
     Terminate,
     /// SIGUSR1 (and SIGINFO, ^T, on the BSDs and macOS): log statistics.
     Stats,
-    /// SIGHUP.
-    Hangup,
 }
 
 /// The signals we handle and what each means.
@@ -41,8 +49,29 @@ const HANDLED: &[(Signal, Event)] = &[
         target_os = "macos"
     ))]
     (Signal::SIGINFO, Event::Stats),
-    (Signal::SIGHUP, Event::Hangup),
 ];
+
+/// Ignored while installed, restored to the default on drop.
+const IGNORED: &[Signal] = &[Signal::SIGHUP];
+
+/// Every signal whose disposition [`Signals::install`] sets, handled or
+/// ignored, but for SIGPIPE (which no one sends on purpose): the set
+/// `daemonize` keeps blocked in the child until the handlers are in.
+pub(crate) fn caught() -> SigSet {
+    let mut set = SigSet::empty();
+    for &(signal, _) in HANDLED {
+        set.add(signal);
+    }
+    for &signal in IGNORED {
+        set.add(signal);
+    }
+    set
+}
+
+/// True while a [`Signals`] exists.
+pub(crate) fn installed() -> bool {
+    WRITE_FD.load(Ordering::SeqCst) >= 0
+}
 
 /// Write end of the pipe for the handler; -1 when nothing is installed.
 static WRITE_FD: AtomicI32 = AtomicI32::new(-1);
@@ -71,8 +100,9 @@ pub struct Signals {
 
 impl Signals {
     /// Create the pipe (both ends non-blocking and close-on-exec), install
-    /// the handlers, and ignore SIGPIPE (a vanished peer must show up as
-    /// EPIPE, not kill the daemon).
+    /// the handlers, ignore SIGHUP and SIGPIPE, then unblock the signals
+    /// `daemonize` held back: one that arrived since the fork is handled
+    /// at this point.
     pub fn install() -> std::io::Result<Signals> {
         let (read, write) = nix::unistd::pipe()?;
         for fd in [&read, &write] {
@@ -102,8 +132,11 @@ impl Signals {
             unsafe { sigaction(signal, &action) }?;
         }
         let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
-        // SAFETY: ignoring a signal installs no code.
-        unsafe { sigaction(Signal::SIGPIPE, &ignore) }?;
+        for &signal in IGNORED.iter().chain(&[Signal::SIGPIPE]) {
+            // SAFETY: ignoring a signal installs no code.
+            unsafe { sigaction(signal, &ignore) }?;
+        }
+        pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&caught()), None)?;
         Ok(signals)
     }
 
@@ -138,7 +171,11 @@ impl Signals {
 impl Drop for Signals {
     fn drop(&mut self) {
         let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
-        for &(signal, _) in HANDLED {
+        for signal in HANDLED
+            .iter()
+            .map(|&(signal, _)| signal)
+            .chain(IGNORED.iter().copied())
+        {
             // SAFETY: restoring the default disposition installs no code.
             let _ = unsafe { sigaction(signal, &default) };
         }
@@ -198,10 +235,11 @@ mod tests {
     }
 
     #[test]
-    fn term_int_quit_hup_in_order() {
+    fn term_int_quit_in_order_and_hup_ignored() {
         let _own = OWNER.lock().unwrap_or_else(|e| e.into_inner());
         let signals = Signals::install().unwrap();
-        // Without our handler SIGTERM would end the test binary right here.
+        // Without our handler SIGTERM would end the test binary right here,
+        // and SIGHUP without the ignore.
         for s in [
             Signal::SIGTERM,
             Signal::SIGHUP,
@@ -212,13 +250,59 @@ mod tests {
         }
         assert_eq!(
             events(&signals),
-            [
-                Event::Terminate,
-                Event::Hangup,
-                Event::Terminate,
-                Event::Terminate
-            ]
+            [Event::Terminate, Event::Terminate, Event::Terminate]
         );
+    }
+
+    #[test]
+    fn a_signal_held_before_install_is_handled_by_it() {
+        let _own = OWNER.lock().unwrap_or_else(|e| e.into_inner());
+        // As daemonize leaves the child: the caught signals blocked.
+        let mut before = SigSet::empty();
+        pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&caught()), Some(&mut before)).unwrap();
+        // Default action is to terminate; blocked, it only waits.
+        nix::sys::signal::raise(Signal::SIGTERM).unwrap();
+        nix::sys::signal::raise(Signal::SIGHUP).unwrap();
+        assert!(!installed());
+        let signals = Signals::install().unwrap();
+        assert!(installed());
+        let now = SigSet::thread_get_mask().unwrap();
+        assert!(!now.contains(Signal::SIGTERM) && !now.contains(Signal::SIGHUP));
+        assert_eq!(events(&signals), [Event::Terminate]);
+        drop(signals);
+        assert!(!installed());
+        pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&before), None).unwrap();
+    }
+
+    #[test]
+    fn daemonize_refuses_to_fork_with_handlers_installed() {
+        let _own = OWNER.lock().unwrap_or_else(|e| e.into_inner());
+        let _signals = Signals::install().unwrap();
+        // Refused before any fork, so this test process carries on alone.
+        let err = crate::os::daemon::daemonize().unwrap_err();
+        assert!(
+            matches!(err, crate::os::daemon::Error::SignalsFirst),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "daemonize: signal handlers installed before the fork"
+        );
+    }
+
+    #[test]
+    fn caught_is_what_install_sets() {
+        let set = caught();
+        for s in [
+            Signal::SIGTERM,
+            Signal::SIGINT,
+            Signal::SIGQUIT,
+            Signal::SIGUSR1,
+            Signal::SIGHUP,
+        ] {
+            assert!(set.contains(s), "{s}");
+        }
+        assert!(!set.contains(Signal::SIGPIPE) && !set.contains(Signal::SIGUSR2));
     }
 
     #[test]

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Cross-target checks for the BSD and macOS code, run on Linux.
 #
-# - pfglue.c compiled with zig's clang against FreeBSD 14's and OpenBSD's
-#   own <net/pfvar.h> and <net/bpf.h>, -Wall -Wextra -Werror;
+# - the C glue (src/firewall/pf/pfglue.c, src/os/bpflock.c) compiled with
+#   zig's clang against FreeBSD 14's and OpenBSD's own <net/pfvar.h> and
+#   <net/bpf.h>, -Wall -Wextra -Werror;
 # - cargo check and clippy -D warnings for x86_64-unknown-freebsd and
 #   x86_64-apple-darwin (the build script compiles the glue for FreeBSD
 #   through CC_<target> = tests/cross/zigcc);
@@ -52,10 +53,13 @@ tmp=$(mktemp -d)
 trap 'rc=$?; rm -rf "$tmp"; if [ $rc -ne 0 ]; then echo "cross: $passed passed, 1 failed"; fi' EXIT
 
 for t in x86_64-freebsd x86_64-openbsd; do
-	step "pfglue.c for $t"
-	ZIG_TARGET=$t "$cross/zigcc" -Wall -Wextra -Werror -c \
-		src/firewall/pf/pfglue.c -o "$tmp/pfglue-$t.o"
-	ok "pfglue.c $t"
+	for c in src/firewall/pf/pfglue.c src/os/bpflock.c; do
+		name=$(basename "$c" .c)
+		step "$name.c for $t"
+		ZIG_TARGET=$t "$cross/zigcc" -Wall -Wextra -Werror -c \
+			"$c" -o "$tmp/$name-$t.o"
+		ok "$name.c $t"
+	done
 done
 
 step "cargo check x86_64-unknown-freebsd"

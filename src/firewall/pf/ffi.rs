@@ -214,7 +214,6 @@ unsafe extern "C" {
         out: *mut libc::c_char,
         outlen: usize,
     ) -> libc::c_int;
-    pub fn ftps_bpf_lock(fd: libc::c_int) -> libc::c_int;
 }
 
 #[cfg(test)]

@@ -17,7 +17,6 @@
 #include <sys/socket.h>
 
 #include <net/if.h>
-#include <net/bpf.h>
 #include <net/pfvar.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -389,27 +388,4 @@ ftps_pf_anchor_name(int fd, const char *parent, uint32_t nr, char *out,
 		return neg_errno();
 	rs.name[sizeof rs.name - 1] = '\0';
 	return copy_name(out, outlen, rs.name);
-}
-
-/* bpf hardening: immediate mode, a write filter that rejects everything
- * (the daemon never sends), then lock the descriptor so neither the filters
- * nor the interface can be changed after privileges are dropped. */
-int
-ftps_bpf_lock(int fd)
-{
-	static struct bpf_insn reject_all[] = {
-		BPF_STMT(BPF_RET + BPF_K, 0),
-	};
-	struct bpf_program prog;
-	u_int on = 1;
-
-	if (ioctl(fd, BIOCIMMEDIATE, &on) == -1)
-		return neg_errno();
-	prog.bf_len = sizeof reject_all / sizeof reject_all[0];
-	prog.bf_insns = reject_all;
-	if (ioctl(fd, BIOCSETWF, &prog) == -1)
-		return neg_errno();
-	if (ioctl(fd, BIOCLOCK) == -1)
-		return neg_errno();
-	return 0;
 }
