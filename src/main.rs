@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use ftpsesame::core::engine::{Config, Engine, Timeouts, now_us};
-use ftpsesame::core::log::{self, Level};
+use ftpsesame::core::log::{self as core_log, Level};
 use ftpsesame::core::rule::RuleOptions;
 use ftpsesame::firewall;
 use ftpsesame::firewall::Firewall;
@@ -17,6 +17,7 @@ use ftpsesame::logmsg;
 use ftpsesame::os::capture::{self, Live};
 use ftpsesame::os::cli::{self, Options};
 use ftpsesame::os::daemon;
+use ftpsesame::os::log;
 use ftpsesame::os::signals::{Event, Signals};
 
 const PIDFILE: &str = "/var/run/ftpsesame.pid";
@@ -94,9 +95,9 @@ fn main() -> ExitCode {
 }
 
 fn run() -> Result<(), Fatal> {
-    let opts = cli::parse(std::env::args_os())?;
-    log::set_level(opts.level);
     log::to_stderr();
+    let opts = cli::parse(std::env::args_os())?;
+    core_log::set_level(opts.level);
     let rule_opts = RuleOptions {
         tag: opts.tag.clone(),
         queue: opts.queue.clone(),

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (`bash .ci/run` calls this script).
-# Run as root on Debian: it installs what it needs (apt, pip, rustup), then
-# checks formatting and lints, runs every Rust test (unit, offline replay,
-# netlink backends in network namespaces, privilege drop), the cross-target
-# checks, and the namespace-lab end-to-end tests with real FTP servers.
+# Run as root on Debian. It first runs the README's first command,
+# tests/lab/demo.sh, after removing libpcap's headers, so the demo's own
+# install step is what brings them back (in CI's fresh clone the demo's
+# build links from scratch). Then it installs what the rest needs (apt,
+# pip, Rust if missing), checks formatting and lints, runs every Rust test
+# (unit, offline replay, netlink backends in network namespaces, privilege
+# drop), the cross-target checks, the namespace-lab end-to-end tests with
+# real FTP servers, and bounded fuzzing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export FTPSESAME_E2E=required
@@ -16,8 +20,22 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
+step "the README's first command without libpcap's headers: tests/lab/demo.sh"
+# The demo must install everything the build needs itself; removing the
+# headers (libpcap0.8-dev provides pcap.h and libpcap.so) proves it does.
+if dpkg-query -W -f='${Status}' libpcap0.8-dev 2>/dev/null | grep -q "install ok installed"; then
+    DEBIAN_FRONTEND=noninteractive apt-get remove -y -qq libpcap0.8-dev >/dev/null
+fi
+if [ -e /usr/include/pcap.h ]; then
+    echo "tests/run.sh: /usr/include/pcap.h still present after removing libpcap0.8-dev" >&2
+    exit 1
+fi
+env -u FTPSESAME_BIN tests/lab/demo.sh
+
 step "installing build and test dependencies"
 tests/deps.sh
+: "${HOME:=/root}"
+[ -d "$HOME/.cargo/bin" ] && PATH="$HOME/.cargo/bin:$PATH"
 
 step "formatting and lints"
 cargo fmt --all -- --check

@@ -1,13 +1,15 @@
-//! Logging: stderr in the foreground (`-d`), syslog (LOG_DAEMON, with the
-//! pid) otherwise, filtered by the `-D` level.
+//! Logging for the core: syslog's levels, the `-D` filter, the
+//! [`logmsg!`](crate::logmsg) macro, a rate limit for messages that packets
+//! can trigger, and [`Vis`] for untrusted protocol text.
 //!
-//! Levels are syslog's. Callers check [`enabled`] (one atomic load) before
-//! formatting anything, so a filtered message costs nothing on the hot path.
-//! A missing syslog daemon is not an error: messages are then dropped.
+//! Where lines go is not the core's business: the program installs one
+//! [`Sink`] (`os::log` does, for stderr and syslog); until then lines are
+//! dropped. Callers check [`enabled`] (one atomic load) before formatting
+//! anything, so a filtered message costs nothing on the hot path: no
+//! formatting, no lock, no allocation.
 
 use std::fmt;
-use std::io::Write;
-use std::sync::Mutex;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 /// syslog(3) priorities, 0 (emerg) to 7 (debug).
@@ -29,12 +31,10 @@ pub const DEFAULT_LEVEL: u8 = 5;
 
 static LEVEL: AtomicU8 = AtomicU8::new(DEFAULT_LEVEL);
 
-enum Sink {
-    Stderr,
-    Syslog(Option<syslog::Logger<syslog::LoggerBackend, syslog::Formatter3164>>),
-}
+/// Writes one line that passed the filter (without its newline).
+pub type Sink = fn(Level, fmt::Arguments<'_>);
 
-static SINK: Mutex<Sink> = Mutex::new(Sink::Stderr);
+static SINK: OnceLock<Sink> = OnceLock::new();
 
 /// Set the `-D` level (0-7).
 pub fn set_level(level: u8) {
@@ -47,29 +47,11 @@ pub fn enabled(level: Level) -> bool {
     level as u8 <= LEVEL.load(Ordering::Relaxed)
 }
 
-/// Write to stderr from now on.
-pub fn to_stderr() {
-    *SINK.lock().unwrap_or_else(|e| e.into_inner()) = Sink::Stderr;
-}
-
-/// True while messages go to stderr.
-pub fn is_stderr() -> bool {
-    matches!(
-        *SINK.lock().unwrap_or_else(|e| e.into_inner()),
-        Sink::Stderr
-    )
-}
-
-/// Write to syslog from now on. Connects now, so it works after chroot.
-pub fn to_syslog() {
-    let formatter = syslog::Formatter3164 {
-        facility: syslog::Facility::LOG_DAEMON,
-        hostname: None,
-        process: "ftpsesame".into(),
-        pid: std::process::id(),
-    };
-    let logger = syslog::unix(formatter).ok();
-    *SINK.lock().unwrap_or_else(|e| e.into_inner()) = Sink::Syslog(logger);
+/// Send every line to `sink` from now on. The first call wins: the sink
+/// is the program's choice, made once at start-up; a sink that changes
+/// destination later (stderr, then syslog) keeps that state itself.
+pub fn set_sink(sink: Sink) {
+    let _ = SINK.set(sink);
 }
 
 /// Write one message if `level` passes the filter.
@@ -77,27 +59,8 @@ pub fn log(level: Level, args: fmt::Arguments<'_>) {
     if !enabled(level) {
         return;
     }
-    let mut sink = SINK.lock().unwrap_or_else(|e| e.into_inner());
-    match &mut *sink {
-        Sink::Stderr => {
-            let mut err = std::io::stderr().lock();
-            let _ = err.write_fmt(args);
-            let _ = err.write_all(b"\n");
-        }
-        Sink::Syslog(Some(logger)) => {
-            let msg = args.to_string();
-            let _ = match level {
-                Level::Emerg => logger.emerg(msg),
-                Level::Alert => logger.alert(msg),
-                Level::Crit => logger.crit(msg),
-                Level::Err => logger.err(msg),
-                Level::Warning => logger.warning(msg),
-                Level::Notice => logger.notice(msg),
-                Level::Info => logger.info(msg),
-                Level::Debug => logger.debug(msg),
-            };
-        }
-        Sink::Syslog(None) => {}
+    if let Some(sink) = SINK.get() {
+        sink(level, args);
     }
 }
 

@@ -1,5 +1,6 @@
 //! The operating system's edges: packet sources (libpcap capture and the
-//! bpf lock), the command line, daemonizing and privileges, signals.
+//! bpf lock), the command line, daemonizing and privileges, signals, log
+//! sinks.
 //! They hand frames and a clock to the core and carry nothing back but
 //! what `main` wires.
 
@@ -7,4 +8,5 @@ pub(crate) mod bpflock;
 pub mod capture;
 pub mod cli;
 pub mod daemon;
+pub mod log;
 pub mod signals;

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# See ftpsesame work: `sudo tests/lab/demo.sh` on a Debian machine.
+# See ftpsesame work: `tests/lab/demo.sh`, as root, on a Debian machine.
 #
-# Installs the lab's dependencies, builds the daemon, builds a three-namespace
-# lab (client, firewall, server) whose firewall drops FTP data connections
-# unless ftpsesame opens them, runs the daemon on the firewall with debug
-# logging, and shows a passive and an active transfer succeeding; then stops
-# the daemon and shows the same transfers blocked.  Everything it creates is
-# removed on exit, whatever happens.  Exit status 0 when all went as expected.
+# Installs everything the build and the lab need (tests/deps.sh, the same
+# step as the test suite: libpcap's headers, Rust if missing, the FTP
+# servers), builds the daemon, builds a three-namespace lab (client,
+# firewall, server) whose firewall drops FTP data connections unless
+# ftpsesame opens them, runs the daemon on the firewall with debug logging,
+# and shows a passive and an active transfer succeeding; then stops the
+# daemon and shows the same transfers blocked.  Everything it creates is
+# removed on exit, whatever happens.  Exit status 0 when all went as
+# expected.  FTPSESAME_BIN=path skips the build and runs that binary.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -14,21 +17,20 @@ REPO=$(cd "$HERE/../.." && pwd)
 BIN=${FTPSESAME_BIN:-$REPO/target/release/ftpsesame}
 
 if [ "$(id -u)" != 0 ]; then
-    echo "demo.sh: run as root (network namespaces, nftables): sudo $0" >&2
+    echo "demo.sh: run as root (it installs packages, creates network namespaces and nftables rules)" >&2
     exit 1
 fi
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-say "installing the lab's dependencies"
-"$HERE/deps.sh"
+say "installing build and lab dependencies (tests/deps.sh)"
+"$REPO/tests/deps.sh"
+# A Rust installed by rustup is not on root's PATH until the next login.
+: "${HOME:=/root}"
+[ -d "$HOME/.cargo/bin" ] && PATH="$HOME/.cargo/bin:$PATH"
 
 if [ -z "${FTPSESAME_BIN:-}" ]; then
-    say "building ftpsesame"
-    command -v cargo >/dev/null || {
-        echo "demo.sh: cargo not found; install a Rust toolchain (rustup) first" >&2
-        exit 1
-    }
+    say "building ftpsesame (cargo build --release)"
     (cd "$REPO" && cargo build --release)
 fi
 
