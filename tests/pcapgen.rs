@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Command;
 
-use ftpsesame::core::decode::{Flags, Link, Segment, decode};
+use ftpsesame::core::decode::{Checksum, Control, Flags, Link, Segment, decode};
 use pcapgen::{Conversation, LINKTYPE_ETHERNET, LINKTYPE_RAW, PcapWriter};
 
 /// A capture file in the temp dir, removed on drop.
@@ -181,6 +181,8 @@ fn conversation_decodes_to_expected_segments() {
             assert_eq!((g.dst, g.dport), (to.ip(), to.port()), "frame {i}");
             assert_eq!((g.seq, g.ack, g.flags), (seq, ack, flags), "frame {i}");
             assert_eq!(g.payload, payload, "frame {i}");
+            assert_eq!(g.checksum, Checksum::Valid, "frame {i}");
+            assert_eq!(g.window, 65535, "frame {i}");
         }
         assert_eq!((conv.cseq, conv.sseq), (1_000_008, 16));
     }
@@ -219,4 +221,37 @@ fn raw_linktype_maps_through_libpcap() {
         "{}",
         lines[4]
     );
+}
+
+/// The lab's captures come from real stacks on veth links, which leave TCP
+/// checksums to an offload that never happens: every one must decode as
+/// Unverified (the pseudo-header sum), none as Bad.
+#[test]
+fn recorded_lab_captures_carry_offload_checksums() {
+    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/captures"));
+    let mut files = 0;
+    let mut counts = [0usize; 3];
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "pcap") {
+            continue;
+        }
+        files += 1;
+        let mut cap = pcap::Capture::from_file(&path).unwrap();
+        let link = Link::from_linktype(cap.get_datalink().0).expect("supported link type");
+        let mut syns = 0;
+        while let Ok(p) = cap.next_packet() {
+            let seg = decode(link, p.data).unwrap_or_else(|d| panic!("{path:?}: drop: {d}"));
+            counts[match seg.checksum {
+                Checksum::Valid => 0,
+                Checksum::Unverified => 1,
+                Checksum::Bad => panic!("{path:?}: bad checksum"),
+            }] += 1;
+            syns += usize::from(seg.control == Control::Syn);
+        }
+        assert!(syns >= 1, "{path:?}");
+    }
+    assert!(files >= 18, "{files} captures");
+    assert!(counts[1] > 0, "{counts:?}");
+    println!("valid {}, unverified {}", counts[0], counts[1]);
 }
