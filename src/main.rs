@@ -10,8 +10,8 @@ use ftpsesame::core::engine::{Config, Engine, Timeouts, now_us};
 use ftpsesame::core::log::{self, Level};
 use ftpsesame::core::rule::RuleOptions;
 use ftpsesame::firewall;
-use ftpsesame::firewall::Firewall;
 use ftpsesame::firewall::dryrun::DryRun;
+use ftpsesame::firewall::{Backend, Firewall};
 use ftpsesame::logmsg;
 use ftpsesame::os::capture::{self, Live};
 use ftpsesame::os::cli::{self, CliError, Options};
@@ -80,10 +80,19 @@ fn offline(opts: &Options, path: &Path, rule_opts: RuleOptions) -> Result<(), St
 
 /// The backend for this OS.
 fn open_firewall(opts: &Options, rule_opts: RuleOptions) -> Result<Box<dyn Firewall>, String> {
-    if opts.dry_run {
-        return Ok(Box::new(DryRun::new(rule_opts)));
-    }
-    firewall::open(&opts.table_family, &opts.table_name, rule_opts).map_err(|e| e.to_string())
+    #[cfg(target_os = "linux")]
+    let native = Backend::Nft {
+        family: opts.table_family.clone(),
+        table: opts.table_name.clone(),
+    };
+    #[cfg(not(target_os = "linux"))]
+    let native = Backend::Pf(rule_opts.clone());
+    let backend = if opts.dry_run {
+        Backend::DryRun(rule_opts)
+    } else {
+        native
+    };
+    firewall::open(backend).map_err(|e| e.to_string())
 }
 
 fn live(opts: &Options, rule_opts: RuleOptions) -> Result<(), String> {

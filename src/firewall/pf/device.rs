@@ -2,10 +2,11 @@
 //!
 //! All knowledge of pf's structures stays in `pfglue.c`; this file only
 //! owns the descriptor, turns names into C strings and errno into
-//! [`Error`]s with the ioctl's name, as pfctl would print them.
+//! [`Error::Ioctl`]s with the ioctl's name, as pfctl would print them.
 
 use std::ffi::{CStr, CString};
 use std::fs::{File, OpenOptions};
+use std::io;
 use std::os::fd::AsRawFd;
 
 use super::ffi::{self, FlatNatlook, FlatRule};
@@ -13,40 +14,49 @@ use super::seam::{PfDevice, Ticket};
 use crate::firewall::Error;
 
 /// `/dev/pf`, opened read-write.
-pub struct BsdDevice {
+pub(crate) struct BsdDevice {
     file: File,
 }
 
-fn check(what: &str, rc: libc::c_int) -> Result<libc::c_int, Error> {
+fn check(name: &'static str, rc: libc::c_int) -> Result<libc::c_int, Error> {
     if rc < 0 {
-        Err(Error(format!(
-            "{what}: {}",
-            std::io::Error::from_raw_os_error(-rc)
-        )))
+        Err(Error::Ioctl {
+            name,
+            source: io::Error::from_raw_os_error(-rc),
+        })
     } else {
         Ok(rc)
     }
 }
 
 fn c_name(s: &str) -> Result<CString, Error> {
-    CString::new(s).map_err(|_| Error(format!("anchor name {s:?} contains NUL")))
+    CString::new(s).map_err(|_| Error::BadName {
+        what: "anchor name",
+        why: "contains NUL",
+    })
 }
 
 impl BsdDevice {
     /// Open `/dev/pf` and check that the glue was built with the same flat
     /// layout as this crate (the build already asserts it; this catches a
     /// stale object file).
-    pub fn open() -> Result<BsdDevice, Error> {
+    pub(crate) fn open() -> Result<BsdDevice, Error> {
         // SAFETY: plain functions returning sizeof.
         let (rs, ns) = unsafe { (ffi::ftps_rule_size(), ffi::ftps_natlook_size()) };
         if rs != std::mem::size_of::<FlatRule>() || ns != std::mem::size_of::<FlatNatlook>() {
-            return Err(Error("pf glue layout mismatch".into()));
+            return Err(Error::Open {
+                what: "pf glue",
+                source: io::Error::new(io::ErrorKind::InvalidData, "layout mismatch"),
+            });
         }
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .open("/dev/pf")
-            .map_err(|e| Error(format!("open /dev/pf: {e}")))?;
+            .map_err(|source| Error::Open {
+                what: "open /dev/pf",
+                source,
+            })?;
         Ok(BsdDevice { file })
     }
 

@@ -8,7 +8,7 @@
 //! build instead of corrupting an ioctl. The mapping from the rule model is
 //! plain Rust and tested on every OS.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
 use crate::core::rule::{Rule, RuleOptions};
 use crate::firewall::Error;
@@ -49,6 +49,12 @@ pub struct FlatRule {
 
 /// Direction of a state lookup (`PF_IN`, `PF_OUT`; pf takes no `PF_INOUT`
 /// here).
+#[cfg(any(
+    test,
+    target_os = "freebsd",
+    target_os = "openbsd",
+    target_os = "macos"
+))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Dir {
@@ -88,7 +94,7 @@ const _: () = {
 };
 
 /// Address bytes in network order, left-aligned in 16 bytes, and the af.
-fn addr_bytes(ip: IpAddr) -> (u8, [u8; 16]) {
+pub(crate) fn addr_bytes(ip: IpAddr) -> (u8, [u8; 16]) {
     let mut out = [0u8; 16];
     match ip {
         IpAddr::V4(a) => {
@@ -99,14 +105,27 @@ fn addr_bytes(ip: IpAddr) -> (u8, [u8; 16]) {
     }
 }
 
-fn name_field(what: &str, name: Option<&str>) -> Result<[u8; NAME_SIZE], Error> {
+/// The address `addr_bytes` made, read back in family `af`.
+pub(crate) fn addr_from(af: u8, bytes: &[u8; 16]) -> IpAddr {
+    if af == AF_INET {
+        IpAddr::from([bytes[0], bytes[1], bytes[2], bytes[3]])
+    } else {
+        IpAddr::from(*bytes)
+    }
+}
+
+fn name_field(what: &'static str, name: Option<&str>) -> Result<[u8; NAME_SIZE], Error> {
     let mut out = [0u8; NAME_SIZE];
     if let Some(name) = name {
-        if name.len() >= NAME_SIZE {
-            return Err(Error(format!("{what} too long")));
-        }
-        if name.as_bytes().contains(&0) {
-            return Err(Error(format!("{what} contains NUL")));
+        let why = if name.len() >= NAME_SIZE {
+            "too long"
+        } else if name.as_bytes().contains(&0) {
+            "contains NUL"
+        } else {
+            ""
+        };
+        if !why.is_empty() {
+            return Err(Error::BadName { what, why });
         }
         out[..name.len()].copy_from_slice(name.as_bytes());
     }
@@ -121,10 +140,11 @@ impl FlatRule {
         let (af, src) = addr_bytes(rule.src);
         let (daf, dst) = addr_bytes(rule.dst);
         if af != daf {
-            return Err(Error(format!(
-                "rule mixes address families: {} to {}",
-                rule.src, rule.dst
-            )));
+            return Err(Error::MixedFamilies {
+                what: "rule",
+                src: rule.src,
+                dst: rule.dst,
+            });
         }
         Ok(FlatRule {
             af,
@@ -142,15 +162,27 @@ impl FlatRule {
     }
 }
 
+#[cfg(any(
+    test,
+    target_os = "freebsd",
+    target_os = "openbsd",
+    target_os = "macos"
+))]
 impl FlatNatlook {
     /// Look up the TCP connection `client -> server` as captured.
-    pub fn query(client: SocketAddr, server: SocketAddr, dir: Dir) -> Result<FlatNatlook, Error> {
+    pub fn query(
+        client: std::net::SocketAddr,
+        server: std::net::SocketAddr,
+        dir: Dir,
+    ) -> Result<FlatNatlook, Error> {
         let (af, saddr) = addr_bytes(client.ip());
         let (daf, daddr) = addr_bytes(server.ip());
         if af != daf {
-            return Err(Error(format!(
-                "connection mixes address families: {client} to {server}"
-            )));
+            return Err(Error::MixedFamilies {
+                what: "connection",
+                src: client.ip(),
+                dst: server.ip(),
+            });
         }
         Ok(FlatNatlook {
             af,
@@ -166,13 +198,7 @@ impl FlatNatlook {
 
     /// The real source address the kernel filled in, in the query's family.
     pub fn real_source(&self) -> IpAddr {
-        if self.af == AF_INET {
-            let mut b = [0u8; 4];
-            b.copy_from_slice(&self.rsaddr[..4]);
-            IpAddr::from(b)
-        } else {
-            IpAddr::from(self.rsaddr)
-        }
+        addr_from(self.af, &self.rsaddr)
     }
 }
 
@@ -293,7 +319,7 @@ mod tests {
             queue: Some("q".repeat(64)),
         };
         let e = FlatRule::new(&rule("192.0.2.2", "198.51.100.2", 2000), &opts).unwrap_err();
-        assert_eq!(e.0, "queue too long");
+        assert_eq!(e.to_string(), "queue too long");
     }
 
     #[test]
@@ -309,6 +335,7 @@ mod tests {
 
     #[test]
     fn natlook_query_and_answer() {
+        use std::net::SocketAddr;
         let c: SocketAddr = "192.0.2.2:40594".parse().unwrap();
         let s: SocketAddr = "198.51.100.2:21".parse().unwrap();
         let mut q = FlatNatlook::query(c, s, Dir::Out).unwrap();
