@@ -11,7 +11,7 @@ use std::net::IpAddr;
 
 /// Longest tag or queue name pf accepts (PF_TAG_NAME_SIZE / PF_QNAME_SIZE
 /// are 64 including the terminating NUL).
-pub const NAME_MAX: usize = 63;
+pub(crate) const NAME_MAX: usize = 63;
 
 /// One data-connection hole.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -37,5 +37,15 @@ impl Rule {
     /// True for an IPv6 rule (`inet6`), false for IPv4 (`inet`).
     pub fn is_ipv6(&self) -> bool {
         self.dst.is_ipv6()
+    }
+}
+
+/// `src -> dst port`, parsed: the rule tests everywhere write.
+#[cfg(test)]
+pub(crate) fn rule(src: &str, dst: &str, port: u16) -> Rule {
+    Rule {
+        src: src.parse().unwrap(),
+        dst: dst.parse().unwrap(),
+        port,
     }
 }

@@ -61,7 +61,7 @@ pub(crate) use real::MacDevice;
 #[cfg(target_os = "macos")]
 mod real {
     use std::ffi::CStr;
-    use std::fs::{File, OpenOptions};
+    use std::fs::File;
     use std::io;
     use std::net::SocketAddr;
     use std::os::fd::AsRawFd;
@@ -75,7 +75,7 @@ mod real {
     use super::match_states;
     use crate::firewall::Error;
     use crate::firewall::pf::ffi::{self, Dir, FlatNatlook, FlatRule};
-    use crate::firewall::pf::seam::{PfDevice, Ticket};
+    use crate::firewall::pf::seam::{PfDevice, Ticket, open_dev_pf};
 
     /// A pfctl error as the failed step's error, the crate's error kept as
     /// the source.
@@ -120,14 +120,7 @@ mod real {
                 what: "open /dev/pf",
                 source: io::Error::other(e),
             })?;
-            let dev = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open("/dev/pf")
-                .map_err(|source| Error::Open {
-                    what: "open /dev/pf",
-                    source,
-                })?;
+            let dev = open_dev_pf()?;
             Ok(MacDevice {
                 pf,
                 dev,

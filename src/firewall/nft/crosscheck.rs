@@ -24,6 +24,7 @@ use netlink_packet_netfilter::{
 use super::conntrack::{self, CTA_TUPLE_ORIG, CTA_TUPLE_REPLY};
 use super::netlink::MsgBuf;
 use super::*;
+use crate::core::rule::rule;
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 
@@ -78,14 +79,6 @@ fn elements(
             SetElementList::Set(set.into()),
             SetElementList::Elements(elems),
         ],
-    }
-}
-
-fn rule(src: &str, dst: &str, port: u16) -> Rule {
-    Rule {
-        src: src.parse().unwrap(),
-        dst: dst.parse().unwrap(),
-        port,
     }
 }
 

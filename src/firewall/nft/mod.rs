@@ -26,8 +26,8 @@
 //! NFNL_MSG_BATCH_END
 //! ```
 //!
-//! Only the last message asks for an ACK; the kernel reports errors of the
-//! others anyway, so reading until that ACK (or an error on BATCH_BEGIN)
+//! Only the last element message asks for an ACK; the kernel reports errors
+//! of the others anyway, so reading until that ACK (or an error on BATCH_BEGIN)
 //! collects the whole outcome. The batch is a transaction: either all of it
 //! applies or none. A key is the fields back to back, each padded to 4
 //! bytes: `saddr(4|16) daddr(4|16) port(2, big-endian) 0 0`.
@@ -36,6 +36,13 @@
 //! the batch with ENOENT on that message; such deletes are dropped and the
 //! batch is sent again. Two sessions may want the same element, so the
 //! backend keeps a count per live element and deletes only at zero.
+//!
+//! At open, and again when a commit fails with ENOENT, EINVAL or
+//! EOPNOTSUPP, the table and both sets are read back (NFT_MSG_GETTABLE,
+//! NFT_MSG_GETSET); when they are not as required the error is
+//! [`Error::Ruleset`], saying what is wrong and which lines to add. Every
+//! message written here is checked byte for byte against an independent
+//! encoder in the `crosscheck` tests.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -473,7 +480,7 @@ impl Nft {
                     source,
                 })?;
             if let Some(f) = failure {
-                return Err(self.failure_error(f));
+                return Err(self.batch_error(f));
             }
             if !retry {
                 return Ok(());
@@ -483,7 +490,7 @@ impl Nft {
 
     /// The error of a failed batch; when the cause is a set missing or
     /// changed under us, the finding and the lines to add come with it.
-    fn failure_error(&mut self, f: Failure) -> Error {
+    fn batch_error(&mut self, f: Failure) -> Error {
         let (fam, t) = (self.table.family_name, &self.table.name);
         let err = Error::Commit {
             step: f.step,
@@ -617,9 +624,8 @@ impl SetInfo {
     }
 }
 
-/// The families whose tables can match `saddr . daddr . dport` of IP
-/// packets, as `nft` spells them, to NFPROTO_* numbers (with the name, to
-/// print it back).
+/// The families `-T` accepts, as `nft` spells them, to NFPROTO_* numbers
+/// (with the name, to print it back).
 fn family_number(name: &str) -> Option<(u8, &'static str)> {
     Some(match name {
         "inet" => (1, "inet"),
@@ -776,6 +782,7 @@ fn write_addr(msg: &mut MsgBuf, a: IpAddr) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::rule::rule;
 
     #[test]
     fn key_types_match_nft() {
@@ -787,12 +794,7 @@ mod tests {
     #[test]
     fn element_key_layout() {
         let mut m = MsgBuf::new();
-        let r = Rule {
-            src: "192.0.2.2".parse().unwrap(),
-            dst: "198.51.100.2".parse().unwrap(),
-            port: 50012,
-        };
-        write_elem(&mut m, &r, 180_000);
+        write_elem(&mut m, &rule("192.0.2.2", "198.51.100.2", 50012), 180_000);
         let elem: Vec<_> = Attrs::new(m.as_bytes()).collect();
         assert_eq!(elem.len(), 1);
         let mut inner = Attrs::new(elem[0].1);
@@ -813,7 +815,7 @@ mod tests {
         assert_eq!(family_number("inet"), Some((1, "inet")));
         assert_eq!(family_number("ip"), Some((2, "ip")));
         assert_eq!(family_number("ip6"), Some((10, "ip6")));
-        assert_eq!(family_number("arp"), None, "ARP tables see no TCP");
+        assert_eq!(family_number("bridge"), None, "-T refuses it");
         assert_eq!(family_number("ipx"), None);
     }
 }

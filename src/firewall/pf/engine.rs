@@ -156,6 +156,7 @@ impl<D: PfDevice> Firewall for PfEngine<D> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::rule::rule;
     use crate::firewall::pf::seam::fake::{Call, Recorder};
     use crate::firewall::pf::text::render;
 
@@ -164,14 +165,6 @@ mod tests {
     fn alive(pid: u32) -> bool {
         // In these tests pids 4242 (us) and 777 run; anything else is dead.
         pid == PID || pid == 777
-    }
-
-    fn rule(src: &str, dst: &str, port: u16) -> Rule {
-        Rule {
-            src: src.parse().unwrap(),
-            dst: dst.parse().unwrap(),
-            port,
-        }
     }
 
     fn engine(dev: Recorder, opts: RuleOptions) -> PfEngine<Recorder> {

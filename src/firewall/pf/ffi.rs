@@ -15,36 +15,36 @@ use crate::firewall::Error;
 
 /// Address family codes of the flat structs (not `AF_*`: `AF_INET6` differs
 /// between the BSDs).
-pub const AF_INET: u8 = 4;
-pub const AF_INET6: u8 = 6;
+pub(crate) const AF_INET: u8 = 4;
+pub(crate) const AF_INET6: u8 = 6;
 
 /// TCP flag bits as on the wire (`TH_*`, asserted equal in the C file).
-pub const TH_FIN: u8 = 0x01;
-pub const TH_SYN: u8 = 0x02;
-pub const TH_RST: u8 = 0x04;
-pub const TH_ACK: u8 = 0x10;
+pub(crate) const TH_FIN: u8 = 0x01;
+pub(crate) const TH_SYN: u8 = 0x02;
+pub(crate) const TH_RST: u8 = 0x04;
+pub(crate) const TH_ACK: u8 = 0x10;
 
 /// Bytes of a tag or queue name field, NUL included (PF_TAG_NAME_SIZE,
 /// PF_QNAME_SIZE).
-pub const NAME_SIZE: usize = 64;
+pub(crate) const NAME_SIZE: usize = 64;
 
 /// One filter rule in the shape `ftps_pf_add_rule` takes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FlatRule {
-    pub af: u8,
-    pub log: u8,
-    pub quick: u8,
-    pub flags: u8,
-    pub flagset: u8,
-    pub pad: u8,
+pub(crate) struct FlatRule {
+    pub(crate) af: u8,
+    pub(crate) log: u8,
+    pub(crate) quick: u8,
+    pub(crate) flags: u8,
+    pub(crate) flagset: u8,
+    pub(crate) pad: u8,
     /// Destination port in network byte order.
-    pub port: u16,
-    pub src: [u8; 16],
-    pub dst: [u8; 16],
+    pub(crate) port: u16,
+    pub(crate) src: [u8; 16],
+    pub(crate) dst: [u8; 16],
     /// NUL-terminated; all zero for none.
-    pub tag: [u8; NAME_SIZE],
-    pub queue: [u8; NAME_SIZE],
+    pub(crate) tag: [u8; NAME_SIZE],
+    pub(crate) queue: [u8; NAME_SIZE],
 }
 
 /// Direction of a state lookup (`PF_IN`, `PF_OUT`; pf takes no `PF_INOUT`
@@ -57,7 +57,7 @@ pub struct FlatRule {
 ))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
-pub enum Dir {
+pub(crate) enum Dir {
     In = 1,
     Out = 2,
 }
@@ -65,18 +65,18 @@ pub enum Dir {
 /// A state lookup in the shape `ftps_pf_natlook` takes and fills.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FlatNatlook {
-    pub af: u8,
-    pub dir: u8,
+pub(crate) struct FlatNatlook {
+    pub(crate) af: u8,
+    pub(crate) dir: u8,
     /// Ports in network byte order.
-    pub sport: u16,
-    pub dport: u16,
+    pub(crate) sport: u16,
+    pub(crate) dport: u16,
     /// Out: the real source port.
-    pub rsport: u16,
-    pub saddr: [u8; 16],
-    pub daddr: [u8; 16],
+    pub(crate) rsport: u16,
+    pub(crate) saddr: [u8; 16],
+    pub(crate) daddr: [u8; 16],
     /// Out: the real (pre-NAT) source address.
-    pub rsaddr: [u8; 16],
+    pub(crate) rsaddr: [u8; 16],
 }
 
 // The same numbers as the _Static_asserts in pfglue.c.
@@ -136,7 +136,7 @@ impl FlatRule {
     /// The manual's rule: `pass in log quick inet proto tcp from $src to
     /// $dst port $port flags S/SAFR keep state`, quick dropped and tag set
     /// with `-t`, queue set with `-q`, inet6 for IPv6.
-    pub fn new(rule: &Rule, opts: &RuleOptions) -> Result<FlatRule, Error> {
+    pub(crate) fn new(rule: &Rule, opts: &RuleOptions) -> Result<FlatRule, Error> {
         let (af, src) = addr_bytes(rule.src);
         let (daf, dst) = addr_bytes(rule.dst);
         if af != daf {
@@ -170,7 +170,7 @@ impl FlatRule {
 ))]
 impl FlatNatlook {
     /// Look up the TCP connection `client -> server` as captured.
-    pub fn query(
+    pub(crate) fn query(
         client: std::net::SocketAddr,
         server: std::net::SocketAddr,
         dir: Dir,
@@ -197,7 +197,7 @@ impl FlatNatlook {
     }
 
     /// The real source address the kernel filled in, in the query's family.
-    pub fn real_source(&self) -> IpAddr {
+    pub(crate) fn real_source(&self) -> IpAddr {
         addr_from(self.af, &self.rsaddr)
     }
 }
@@ -246,14 +246,7 @@ unsafe extern "C" {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn rule(src: &str, dst: &str, port: u16) -> Rule {
-        Rule {
-            src: src.parse().unwrap(),
-            dst: dst.parse().unwrap(),
-            port,
-        }
-    }
+    use crate::core::rule::rule;
 
     fn cstr(field: &[u8]) -> &str {
         let end = field.iter().position(|&b| b == 0).unwrap();

@@ -12,15 +12,15 @@
 //! Layers, each testable on its own:
 //! - [`ffi`]: the flat rule/lookup structs and the mapping from the rule
 //!   model (tested everywhere), plus the C glue's functions (BSD only);
-//! - [`text`]: the flat rule as pf.conf text, and the anchor names;
-//! - [`seam`]: the `PfDevice` trait, the only thing that touches pf;
-//! - [`engine`]: `PfEngine`, transactions, state check, per-session
+//! - [`text`]: the flat rule as pf.conf text;
+//! - `seam`: the `PfDevice` trait, the only thing that touches pf;
+//! - `engine`: `PfEngine`, transactions, state check, per-session
 //!   bookkeeping, anchor names and clean-up over any `PfDevice` (tested on
 //!   Linux against a recording fake, with scripted liveness);
 //! - the devices: `device::BsdDevice` (the real `/dev/pf`, FreeBSD/OpenBSD)
-//!   and `firewall::macos::MacDevice` (the pfctl crate), each opened with
-//!   [`alive::process_alive`] as the engine's liveness probe.
-
+//!   and `firewall::macos::MacDevice` (the pfctl crate); `firewall::open`
+//!   gives the engine either one and `alive::process_alive`, the liveness
+//!   probe (signal 0), which is the only OS call outside the devices.
 //!
 //! On Linux only `ffi`'s rule mapping and `text` are built (the dry-run
 //! prints pf text); the engine and its seam exist where pf does, and in

@@ -37,6 +37,19 @@ pub(crate) trait PfDevice {
     fn list_anchors(&mut self, parent: &str) -> Result<Vec<String>, Error>;
 }
 
+/// `/dev/pf` opened read-write, as both real devices need it.
+#[cfg(any(target_os = "freebsd", target_os = "openbsd", target_os = "macos"))]
+pub(crate) fn open_dev_pf() -> Result<std::fs::File, Error> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/pf")
+        .map_err(|source| Error::Open {
+            what: "open /dev/pf",
+            source,
+        })
+}
+
 #[cfg(test)]
 pub(crate) mod fake {
     //! A recording `/dev/pf` with a tiny model of anchors, enough to check

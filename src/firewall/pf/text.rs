@@ -72,14 +72,7 @@ pub(crate) fn render(r: &FlatRule) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn rule(src: &str, dst: &str, port: u16) -> Rule {
-        Rule {
-            src: src.parse().unwrap(),
-            dst: dst.parse().unwrap(),
-            port,
-        }
-    }
+    use crate::core::rule::rule;
 
     #[test]
     fn renders_the_manuals_text() {
