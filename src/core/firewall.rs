@@ -60,19 +60,23 @@ pub enum Error {
     Unsupported(&'static str),
 }
 
+/// The one hint worth giving: the daemon lost CAP_NET_ADMIN (EPERM from
+/// netlink), which `subsystem` needs.
+fn write_hint(f: &mut fmt::Formatter<'_>, e: &io::Error, subsystem: &str) -> fmt::Result {
+    if e.kind() == io::ErrorKind::PermissionDenied {
+        write!(f, " ({subsystem} needs CAP_NET_ADMIN)")?;
+    }
+    Ok(())
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // The one errno worth a hint: the daemon lost CAP_NET_ADMIN.
-        let hint = |e: &io::Error, subsystem: &str| -> String {
-            if e.raw_os_error() == Some(libc::EPERM) {
-                format!(" ({subsystem} needs CAP_NET_ADMIN)")
-            } else {
-                String::new()
-            }
-        };
         match self {
             Error::Open { what, source } => write!(f, "{what}: {source}"),
-            Error::Lookup(e) => write!(f, "conntrack lookup: {e}{}", hint(e, "ctnetlink")),
+            Error::Lookup(e) => {
+                write!(f, "conntrack lookup: {e}")?;
+                write_hint(f, e, "ctnetlink")
+            }
             Error::Commit {
                 step,
                 target,
@@ -82,7 +86,8 @@ impl fmt::Display for Error {
                 if !target.is_empty() {
                     write!(f, " {target}")?;
                 }
-                write!(f, ": {source}{}", hint(source, "nfnetlink"))
+                write!(f, ": {source}")?;
+                write_hint(f, source, "nfnetlink")
             }
             Error::Ioctl { name, source } => write!(f, "{name}: {source}"),
             Error::Ruleset(e) => e.fmt(f),

@@ -220,8 +220,10 @@ impl Socket {
         })
     }
 
-    /// Receive one datagram; iterate its messages with [`Msgs`].
-    fn recv(&mut self) -> io::Result<Msgs<'_>> {
+    /// Receive one datagram; iterate its messages with [`Msgs`]. For
+    /// messages that answer no request of ours (e.g. queued packets);
+    /// answers to requests go through [`Socket::answers`].
+    pub(crate) fn recv(&mut self) -> io::Result<Msgs<'_>> {
         loop {
             // SAFETY: rbuf is valid for its length.
             let n = unsafe {
