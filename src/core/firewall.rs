@@ -22,10 +22,10 @@ pub enum Error {
     },
     /// The conntrack lookup of a control connection failed.
     Lookup(io::Error),
-    /// An nftables request failed or got no answer: `step` says what it
-    /// did (`cannot add elements to`), `target` the set or table it named
-    /// (empty when none).
-    Commit {
+    /// An nftables request (a commit, or reading the table at start) failed
+    /// or got no answer: `step` says what it did (`cannot add elements
+    /// to`), `target` the set or table it named (empty when none).
+    Netlink {
         step: &'static str,
         target: String,
         source: io::Error,
@@ -77,7 +77,7 @@ impl fmt::Display for Error {
                 write!(f, "conntrack lookup: {e}")?;
                 write_hint(f, e, "ctnetlink")
             }
-            Error::Commit {
+            Error::Netlink {
                 step,
                 target,
                 source,
@@ -108,7 +108,7 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Open { source, .. }
-            | Error::Commit { source, .. }
+            | Error::Netlink { source, .. }
             | Error::Ioctl { source, .. }
             | Error::Lookup(source) => Some(source),
             Error::Ruleset(e) => Some(e.as_ref()),
@@ -158,7 +158,7 @@ mod tests {
     #[test]
     fn display_is_the_log_line_and_source_the_os_error() {
         let eperm = || io::Error::from_raw_os_error(libc::EPERM);
-        let e = Error::Commit {
+        let e = Error::Netlink {
             step: "cannot add elements to",
             target: "set inet filter ftpsesame4".into(),
             source: eperm(),
@@ -175,7 +175,7 @@ mod tests {
 
         let e = Error::Lookup(eperm());
         assert!(e.to_string().ends_with("(ctnetlink needs CAP_NET_ADMIN)"));
-        let e = Error::Commit {
+        let e = Error::Netlink {
             step: "waiting for the kernel",
             target: String::new(),
             source: io::Error::from_raw_os_error(libc::ENOBUFS),

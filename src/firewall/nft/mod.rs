@@ -320,7 +320,7 @@ impl Nft {
     /// not as required, `Err` when the kernel could not be asked.
     fn check(&mut self) -> Result<Option<Problem>, Error> {
         let read = |target: String| {
-            move |source| Error::Commit {
+            move |source| Error::Netlink {
                 step: "cannot read",
                 target,
                 source,
@@ -419,7 +419,7 @@ impl Nft {
             );
             self.sock
                 .send(self.msg.as_bytes())
-                .map_err(|source| Error::Commit {
+                .map_err(|source| Error::Netlink {
                     step: "cannot send batch to",
                     target: "nfnetlink".into(),
                     source,
@@ -474,7 +474,7 @@ impl Nft {
                         ControlFlow::Continue(())
                     }
                 })
-                .map_err(|source| Error::Commit {
+                .map_err(|source| Error::Netlink {
                     step: "waiting for the kernel",
                     target: String::new(),
                     source,
@@ -492,7 +492,7 @@ impl Nft {
     /// changed under us, the finding and the lines to add come with it.
     fn batch_error(&mut self, f: Failure) -> Error {
         let (fam, t) = (self.table.family_name, &self.table.name);
-        let err = Error::Commit {
+        let err = Error::Netlink {
             step: f.step,
             target: if f.set.is_empty() {
                 format!("table {fam} {t}")
