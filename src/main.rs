@@ -11,8 +11,8 @@ use ftpsesame::core::engine::{Config, Engine, Timeouts, now_us};
 use ftpsesame::core::log::{self as core_log, Level};
 use ftpsesame::core::rule::RuleOptions;
 use ftpsesame::firewall;
-use ftpsesame::firewall::Firewall;
 use ftpsesame::firewall::dryrun::DryRun;
+use ftpsesame::firewall::{Backend, Firewall};
 use ftpsesame::logmsg;
 use ftpsesame::os::capture::{self, Live};
 use ftpsesame::os::cli::{self, Options};
@@ -136,10 +136,19 @@ fn open_firewall(
     opts: &Options,
     rule_opts: RuleOptions,
 ) -> Result<Box<dyn Firewall>, firewall::Error> {
-    if opts.dry_run {
-        return Ok(Box::new(DryRun::new(rule_opts)));
-    }
-    firewall::open(&opts.table_family, &opts.table_name, rule_opts)
+    #[cfg(target_os = "linux")]
+    let native = Backend::Nft {
+        family: opts.table_family.clone(),
+        table: opts.table_name.clone(),
+    };
+    #[cfg(not(target_os = "linux"))]
+    let native = Backend::Pf(rule_opts.clone());
+    let backend = if opts.dry_run {
+        Backend::DryRun(rule_opts)
+    } else {
+        native
+    };
+    firewall::open(backend)
 }
 
 fn live(opts: &Options, rule_opts: RuleOptions) -> Result<(), Fatal> {

@@ -21,7 +21,7 @@ use std::time::Duration;
 use ftpsesame::core::rule::Rule;
 use ftpsesame::firewall::nft::Nft;
 use ftpsesame::firewall::nft::conntrack::Conntrack;
-use ftpsesame::firewall::{Firewall, State};
+use ftpsesame::firewall::{Error, Firewall, State};
 
 const TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -60,6 +60,16 @@ fn can_run() -> bool {
     }
     println!("skipped: {why}");
     false
+}
+
+/// A namespace with `RULESET` loaded, or `None` when the test cannot run.
+fn loaded() -> Option<Netns> {
+    if !can_run() {
+        return None;
+    }
+    let ns = Netns::new();
+    ns.load(RULESET);
+    Some(ns)
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -128,6 +138,16 @@ impl Netns {
         out
     }
 
+    /// Open the backend on `family table` inside the namespace.
+    fn open(&self, family: &str, table: &str) -> Result<Nft, Error> {
+        self.enter(|| Nft::open(family, table, TIMEOUT))
+    }
+
+    /// Run `f` inside the namespace with the backend opened on `inet filter`.
+    fn with_nft<T: Send>(&self, f: impl FnOnce(&mut Nft) -> T + Send) -> T {
+        self.enter(|| f(&mut Nft::open("inet", "filter", TIMEOUT).expect("open")))
+    }
+
     /// Run `f` on a thread that has entered this namespace.
     fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
         let path = format!("/run/netns/{}", self.name);
@@ -175,22 +195,19 @@ fn rule(src: &str, dst: &str, port: u16) -> Rule {
 }
 
 fn open_err(ns: &Netns) -> String {
-    match ns.enter(|| Nft::open("inet", "filter", TIMEOUT)) {
+    match ns.open("inet", "filter") {
         Ok(_) => panic!("open succeeded on a bad ruleset"),
-        Err(e) => e.to_string(),
+        Err(e) => {
+            assert!(matches!(e, Error::Ruleset(_)), "{e:?}");
+            e.to_string()
+        }
     }
 }
 
 #[test]
 fn open_checks_table_and_sets() {
-    if !can_run() {
-        return;
-    }
-    let ns = Netns::new();
-
-    ns.load(RULESET);
-    ns.enter(|| Nft::open("inet", "filter", TIMEOUT))
-        .expect("open");
+    let Some(ns) = loaded() else { return };
+    ns.open("inet", "filter").expect("open");
     // Declared with `typeof` instead of `type`: the same key.
     ns.load(
         "table inet filter {
@@ -198,12 +215,10 @@ fn open_checks_table_and_sets() {
             set ftpsesame6 { typeof ip6 saddr . ip6 daddr . tcp dport; flags timeout; }
         }",
     );
-    ns.enter(|| Nft::open("inet", "filter", TIMEOUT))
-        .expect("open typeof sets");
+    ns.open("inet", "filter").expect("open typeof sets");
     // Another table, named with -T.
     ns.load(&RULESET.replace("inet filter", "ip fw"));
-    ns.enter(|| Nft::open("ip", "fw", TIMEOUT))
-        .expect("open ip/fw");
+    ns.open("ip", "fw").expect("open ip/fw");
 
     let cases: [(&str, &str); 5] = [
         ("table inet other { }", "does not exist"),
@@ -242,27 +257,25 @@ fn open_checks_table_and_sets() {
         assert!(e.contains(DECL6), "want the set line in:\n{e}");
     }
 
-    let e = match ns.enter(|| Nft::open("inetx", "filter", TIMEOUT)) {
+    let e = match ns.open("inetx", "filter") {
         Ok(_) => panic!("bad family accepted"),
-        Err(e) => e.to_string(),
+        Err(e) => e,
     };
-    assert!(e.contains("unknown nftables family"), "{e}");
+    assert!(
+        matches!(e, Error::UnknownFamily(ref f) if f == "inetx"),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("unknown nftables family"), "{e}");
 }
 
 #[test]
 fn replace_adds_renegotiates_and_removes() {
-    if !can_run() {
-        return;
-    }
-    let ns = Netns::new();
-    ns.load(RULESET);
+    let Some(ns) = loaded() else { return };
     let a = rule("192.0.2.2", "198.51.100.2", 50012);
     let b = rule("192.0.2.2", "198.51.100.2", 50013);
     let v6 = rule("2001:db8::2", "2001:db8:1::2", 1024);
 
-    ns.enter(|| {
-        let mut nft = Nft::open("inet", "filter", TIMEOUT).expect("open");
-
+    ns.with_nft(|nft| {
         nft.replace(1, &[], &[a, v6]).expect("add");
         let e4 = ns.elements("ftpsesame4");
         assert_eq!(e4.len(), 1, "{e4:?}");
@@ -293,14 +306,9 @@ fn replace_adds_renegotiates_and_removes() {
 
 #[test]
 fn shared_elements_are_refcounted() {
-    if !can_run() {
-        return;
-    }
-    let ns = Netns::new();
-    ns.load(RULESET);
+    let Some(ns) = loaded() else { return };
     let a = rule("192.0.2.2", "198.51.100.2", 50012);
-    ns.enter(|| {
-        let mut nft = Nft::open("inet", "filter", TIMEOUT).expect("open");
+    ns.with_nft(|nft| {
         nft.replace(1, &[], &[a]).unwrap();
         nft.replace(2, &[], &[a]).unwrap();
         nft.replace(1, &[a], &[]).unwrap();
@@ -318,16 +326,11 @@ fn shared_elements_are_refcounted() {
 
 #[test]
 fn elements_gone_under_us_are_not_errors() {
-    if !can_run() {
-        return;
-    }
-    let ns = Netns::new();
-    ns.load(RULESET);
+    let Some(ns) = loaded() else { return };
     let a = rule("192.0.2.2", "198.51.100.2", 50012);
     let b = rule("192.0.2.3", "198.51.100.2", 50014);
     let c = rule("2001:db8::3", "2001:db8:1::2", 2000);
-    ns.enter(|| {
-        let mut nft = Nft::open("inet", "filter", TIMEOUT).expect("open");
+    ns.with_nft(|nft| {
         nft.replace(1, &[], &[a, c]).unwrap();
         ns.exec(&["nft", "flush", "set", "inet", "filter", "ftpsesame4"]);
         // The delete of `a` fails in the kernel; the add of `b` must still land.
@@ -342,11 +345,7 @@ fn elements_gone_under_us_are_not_errors() {
 
 #[test]
 fn flush_removes_only_ours() {
-    if !can_run() {
-        return;
-    }
-    let ns = Netns::new();
-    ns.load(RULESET);
+    let Some(ns) = loaded() else { return };
     ns.exec(&[
         "nft",
         "add",
@@ -356,8 +355,7 @@ fn flush_removes_only_ours() {
         "ftpsesame4",
         "{ 203.0.113.9 . 198.51.100.2 . 21 timeout 1h }",
     ]);
-    ns.enter(|| {
-        let mut nft = Nft::open("inet", "filter", TIMEOUT).expect("open");
+    ns.with_nft(|nft| {
         for i in 0..150u16 {
             nft.replace(
                 u32::from(i),
@@ -385,19 +383,20 @@ fn flush_removes_only_ours() {
 
 #[test]
 fn set_deleted_then_recreated() {
-    if !can_run() {
-        return;
-    }
-    let ns = Netns::new();
-    ns.load(RULESET);
+    let Some(ns) = loaded() else { return };
     let a = rule("192.0.2.2", "198.51.100.2", 50012);
     let b = rule("192.0.2.2", "198.51.100.2", 50013);
-    ns.enter(|| {
-        let mut nft = Nft::open("inet", "filter", TIMEOUT).expect("open");
+    ns.with_nft(|nft| {
         nft.replace(1, &[], &[a]).unwrap();
         ns.exec(&["nft", "delete", "set", "inet", "filter", "ftpsesame4"]);
 
         let e = nft.replace(2, &[], &[b]).expect_err("set is gone");
+        // The finding comes with the failed commit, whose cause is ENOENT.
+        assert!(matches!(e, Error::Ruleset(_)), "{e:?}");
+        let errno = std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source())
+            .find_map(|e| e.downcast_ref::<std::io::Error>())
+            .and_then(std::io::Error::raw_os_error);
+        assert_eq!(errno, Some(libc::ENOENT), "{e:?}");
         let e = e.to_string();
         println!("replace() on a deleted set:\n{e}");
         assert!(e.contains("ftpsesame4"), "{e}");
@@ -556,8 +555,7 @@ fn elements_open_the_hole() {
 
     assert!(!connects(to4), "closed before the element exists");
     assert!(!connects(to6), "closed before the element exists");
-    fw.enter(|| {
-        let mut nft = Nft::open("inet", "filter", TIMEOUT).expect("open");
+    fw.with_nft(|nft| {
         nft.replace(1, &[], &[hole4, hole6]).unwrap();
         // The element exists when replace() returns: connect right away.
         assert!(connects(to4), "element lets the v4 connection in");

@@ -1,27 +1,123 @@
 //! The firewall seam as the engine sees it: what it asks of a packet
-//! filter, in rules and addresses only. The backends that implement it
-//! live in `crate::firewall`; the engine above it is pure.
+//! filter, in rules and addresses only, and how a backend says it failed.
+//! The backends that implement it live in `crate::firewall`; the engine
+//! above it is pure.
 
 use std::fmt;
+use std::io;
 use std::net::{IpAddr, SocketAddr};
 
 use crate::core::rule::Rule;
 
-/// A failed firewall operation, with a message fit for the log.
+/// A failed firewall operation: one variant per step that can fail, the
+/// operating system's error kept as the [`source`](std::error::Error::source).
+/// `Display` is the log line.
 #[derive(Debug)]
-pub struct Error(pub String);
+pub enum Error {
+    /// The packet filter's device or socket could not be opened; `what`
+    /// names it (`open /dev/pf`, `nftables netlink socket`).
+    Open {
+        what: &'static str,
+        source: io::Error,
+    },
+    /// The conntrack lookup of a control connection failed.
+    Lookup(io::Error),
+    /// An nftables request (a commit, or reading the table at start) failed
+    /// or got no answer: `step` says what it did (`cannot add elements
+    /// to`), `target` the set or table it named (empty when none).
+    Netlink {
+        step: &'static str,
+        target: String,
+        source: io::Error,
+    },
+    /// A pf ioctl failed; `name` is the ioctl as pfctl prints it.
+    Ioctl {
+        name: &'static str,
+        source: io::Error,
+    },
+    /// The admin's ruleset does not hold what the backend needs. The
+    /// backend's own error says what is wrong and what to add (for
+    /// nftables: a missing table or set, or a set declared differently).
+    Ruleset(Box<dyn std::error::Error + Send + Sync>),
+    /// pf is not enabled.
+    PfDisabled,
+    /// A rule or a connection whose two addresses are of different
+    /// families; `what` is `rule` or `connection`.
+    MixedFamilies {
+        what: &'static str,
+        src: IpAddr,
+        dst: IpAddr,
+    },
+    /// An nftables family other than inet, ip and ip6.
+    UnknownFamily(String),
+    /// A name pf cannot hold: `what` is `tag`, `queue` or `anchor name`,
+    /// `why` is `too long` or `contains NUL`.
+    BadName {
+        what: &'static str,
+        why: &'static str,
+    },
+    /// An option this system's backend cannot honour, as the full sentence.
+    Unsupported(&'static str),
+}
+
+/// The one hint worth giving: the daemon lost CAP_NET_ADMIN (EPERM from
+/// netlink), which `subsystem` needs.
+fn write_hint(f: &mut fmt::Formatter<'_>, e: &io::Error, subsystem: &str) -> fmt::Result {
+    if e.kind() == io::ErrorKind::PermissionDenied {
+        write!(f, " ({subsystem} needs CAP_NET_ADMIN)")?;
+    }
+    Ok(())
+}
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            Error::Open { what, source } => write!(f, "{what}: {source}"),
+            Error::Lookup(e) => {
+                write!(f, "conntrack lookup: {e}")?;
+                write_hint(f, e, "ctnetlink")
+            }
+            Error::Netlink {
+                step,
+                target,
+                source,
+            } => {
+                write!(f, "nftables: {step}")?;
+                if !target.is_empty() {
+                    write!(f, " {target}")?;
+                }
+                write!(f, ": {source}")?;
+                write_hint(f, source, "nfnetlink")
+            }
+            Error::Ioctl { name, source } => write!(f, "{name}: {source}"),
+            Error::Ruleset(e) => e.fmt(f),
+            Error::PfDisabled => f.write_str("pf is disabled"),
+            Error::MixedFamilies { what, src, dst } => {
+                write!(f, "{what} mixes address families: {src} to {dst}")
+            }
+            Error::UnknownFamily(name) => {
+                write!(f, "unknown nftables family `{name}` (use inet, ip or ip6)")
+            }
+            Error::BadName { what, why } => write!(f, "{what} {why}"),
+            Error::Unsupported(sentence) => f.write_str(sentence),
+        }
     }
 }
 
-impl std::error::Error for Error {}
-
-impl From<std::io::Error> for Error {
-    fn from(e: std::io::Error) -> Self {
-        Error(e.to_string())
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Open { source, .. }
+            | Error::Netlink { source, .. }
+            | Error::Ioctl { source, .. }
+            | Error::Lookup(source) => Some(source),
+            Error::Ruleset(e) => Some(e.as_ref()),
+            Error::PfDisabled
+            | Error::MixedFamilies { .. }
+            | Error::UnknownFamily(_)
+            | Error::BadName { .. }
+            | Error::Unsupported(_) => None,
+        }
     }
 }
 
@@ -51,4 +147,47 @@ pub trait Firewall {
 
     /// Remove everything this process added (shutdown, or start-up clean-up).
     fn flush(&mut self) -> Result<(), Error>;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn display_is_the_log_line_and_source_the_os_error() {
+        let eperm = || io::Error::from_raw_os_error(libc::EPERM);
+        let e = Error::Netlink {
+            step: "cannot add elements to",
+            target: "set inet filter ftpsesame4".into(),
+            source: eperm(),
+        };
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "nftables: cannot add elements to set inet filter ftpsesame4: {} (nfnetlink needs CAP_NET_ADMIN)",
+                eperm()
+            )
+        );
+        let inner = e.source().unwrap().downcast_ref::<io::Error>().unwrap();
+        assert_eq!(inner.raw_os_error(), Some(libc::EPERM));
+
+        let e = Error::Lookup(eperm());
+        assert!(e.to_string().ends_with("(ctnetlink needs CAP_NET_ADMIN)"));
+        let e = Error::Netlink {
+            step: "waiting for the kernel",
+            target: String::new(),
+            source: io::Error::from_raw_os_error(libc::ENOBUFS),
+        };
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "nftables: waiting for the kernel: {}",
+                io::Error::from_raw_os_error(libc::ENOBUFS)
+            )
+        );
+        assert_eq!(Error::PfDisabled.to_string(), "pf is disabled");
+        assert!(Error::PfDisabled.source().is_none());
+    }
 }

@@ -1,8 +1,10 @@
 //! The `-n` backend: trusts every control connection and only logs the
-//! rules it would have committed.
+//! rules it would have committed, as pf text (the manual's words, the same
+//! on every OS).
 
 use std::net::SocketAddr;
 
+use super::pf::text::rule_text;
 use super::{Error, Firewall, State};
 use crate::core::log::{self, Level};
 use crate::core::rule::{Rule, RuleOptions};
@@ -28,10 +30,8 @@ impl Firewall for DryRun {
     fn replace(&mut self, session: u32, _old: &[Rule], new: &[Rule]) -> Result<(), Error> {
         if log::enabled(Level::Debug) {
             for r in new {
-                log::log(
-                    Level::Debug,
-                    format_args!("#{session} rule: {}", r.to_pf(&self.opts)),
-                );
+                let text = rule_text(r, &self.opts)?;
+                log::log(Level::Debug, format_args!("#{session} rule: {text}"));
             }
         }
         Ok(())

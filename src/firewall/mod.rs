@@ -3,45 +3,63 @@
 //! The engine above this trait is pure; a backend is the only code that
 //! talks to the kernel's packet filter. Three exist: `nft` (Linux,
 //! nftables sets over netlink plus conntrack for the state check), `pf`
-//! (FreeBSD/OpenBSD ioctls, macOS through the pfctl crate) and `dryrun`
-//! (`-n`/`-r`: log what would be done, touch nothing).
+//! (one engine over `/dev/pf` on FreeBSD/OpenBSD and over the pfctl crate
+//! on macOS) and `dryrun` (`-n`/`-r`: log what would be done as pf text,
+//! touch nothing). [`open`] picks one from a [`Backend`]; a failure is an
+//! [`Error`] naming the step that failed.
 
 pub use crate::core::firewall::{Error, Firewall, State};
+use crate::core::rule::RuleOptions;
 
 pub mod dryrun;
-pub mod macos;
+#[cfg(any(test, target_os = "macos"))]
+mod macos;
 #[cfg(target_os = "linux")]
 pub mod nft;
-pub mod pf;
+pub(crate) mod pf;
 
-#[cfg(target_os = "macos")]
-pub use macos::PfMac;
-#[cfg(any(target_os = "freebsd", target_os = "openbsd"))]
-pub use pf::Pf;
-
-/// Open this OS's real backend. Linux: nftables sets in `family/table`.
-pub fn open(
-    family: &str,
-    table: &str,
-    opts: crate::core::rule::RuleOptions,
-) -> Result<Box<dyn Firewall>, Error> {
+/// Which backend to open, with what only that backend needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// nftables sets in table `family table` (`-T`).
     #[cfg(target_os = "linux")]
-    {
-        let _ = opts;
-        Ok(Box::new(nft::Nft::open(family, table, RULE_TIMEOUT)?))
-    }
-    #[cfg(any(target_os = "freebsd", target_os = "openbsd"))]
-    {
-        let _ = (family, table);
-        Ok(Box::new(pf::Pf::open(opts)?))
-    }
-    #[cfg(target_os = "macos")]
-    {
-        let _ = (family, table);
-        Ok(Box::new(macos::PfMac::open(opts)?))
+    Nft { family: String, table: String },
+    /// pf anchors, rules made with `-t`/`-q`.
+    #[cfg(any(target_os = "freebsd", target_os = "openbsd", target_os = "macos"))]
+    Pf(RuleOptions),
+    /// Log the rules as pf text, touch nothing.
+    DryRun(RuleOptions),
+}
+
+/// Open `backend`: check that the kernel's packet filter is ready for it
+/// and remove what a previous instance left behind.
+pub fn open(backend: Backend) -> Result<Box<dyn Firewall>, Error> {
+    match backend {
+        #[cfg(target_os = "linux")]
+        Backend::Nft { family, table } => {
+            Ok(Box::new(nft::Nft::open(&family, &table, RULE_TIMEOUT)?))
+        }
+        #[cfg(any(target_os = "freebsd", target_os = "openbsd", target_os = "macos"))]
+        Backend::Pf(opts) => {
+            #[cfg(target_os = "macos")]
+            let dev = {
+                macos::check_options(&opts)?;
+                macos::MacDevice::open()?
+            };
+            #[cfg(not(target_os = "macos"))]
+            let dev = pf::device::BsdDevice::open()?;
+            Ok(Box::new(pf::engine::PfEngine::new(
+                dev,
+                opts,
+                std::process::id(),
+                pf::alive::process_alive,
+            )?))
+        }
+        Backend::DryRun(opts) => Ok(Box::new(dryrun::DryRun::new(opts))),
     }
 }
 
 /// Lifetime of a rule (nftables element timeout; pf rules are removed by
 /// the engine's purge).
-pub const RULE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(180);
+#[cfg(target_os = "linux")]
+const RULE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(180);

@@ -28,8 +28,8 @@ use super::netlink::{self, Attrs, MsgBuf, Socket};
 const IPCTNL_MSG_CT_NEW: u8 = 0;
 const IPCTNL_MSG_CT_GET: u8 = 1;
 
-const CTA_TUPLE_ORIG: u16 = 1;
-const CTA_TUPLE_REPLY: u16 = 2;
+pub(crate) const CTA_TUPLE_ORIG: u16 = 1;
+pub(crate) const CTA_TUPLE_REPLY: u16 = 2;
 const CTA_TUPLE_IP: u16 = 1;
 const CTA_TUPLE_PROTO: u16 = 2;
 const CTA_IP_V4_SRC: u16 = 1;
@@ -74,62 +74,56 @@ impl Conntrack {
     /// One CT_GET for the tuple `src -> dst` given as `which` (original or
     /// reply); returns the original source of the entry found.
     fn get(&mut self, which: u16, src: SocketAddr, dst: SocketAddr) -> io::Result<Option<IpAddr>> {
-        let family = if src.is_ipv4() {
-            libc::AF_INET
-        } else {
-            libc::AF_INET6
-        } as u8;
         let seq = self.sock.next_seqs(1);
         self.msg.clear();
-        let m = self.msg.begin(
-            netlink::nfnl_type(netlink::NFNL_SUBSYS_CTNETLINK, IPCTNL_MSG_CT_GET),
-            netlink::NLM_F_REQUEST,
+        write_get(&mut self.msg, seq, which, src, dst);
+        self.sock.query(
+            self.msg.as_bytes(),
             seq,
-            family,
-            0,
-        );
-        let tuple = self.msg.nest_begin(which);
-        let ip = self.msg.nest_begin(CTA_TUPLE_IP);
-        match (src.ip(), dst.ip()) {
-            (IpAddr::V4(s), IpAddr::V4(d)) => {
-                self.msg.attr(CTA_IP_V4_SRC, &s.octets());
-                self.msg.attr(CTA_IP_V4_DST, &d.octets());
-            }
-            (IpAddr::V6(s), IpAddr::V6(d)) => {
-                self.msg.attr(CTA_IP_V6_SRC, &s.octets());
-                self.msg.attr(CTA_IP_V6_DST, &d.octets());
-            }
-            _ => return Ok(None),
-        }
-        self.msg.nest_end(ip);
-        let proto = self.msg.nest_begin(CTA_TUPLE_PROTO);
-        self.msg.attr_u8(CTA_PROTO_NUM, libc::IPPROTO_TCP as u8);
-        self.msg.attr_be16(CTA_PROTO_SRC_PORT, src.port());
-        self.msg.attr_be16(CTA_PROTO_DST_PORT, dst.port());
-        self.msg.nest_end(proto);
-        self.msg.nest_end(tuple);
-        self.msg.end(m);
-        self.sock.send(self.msg.as_bytes())?;
+            netlink::nfnl_type(netlink::NFNL_SUBSYS_CTNETLINK, IPCTNL_MSG_CT_NEW),
+            |attrs| {
+                orig_source(attrs)
+                    .ok_or_else(|| io::Error::other("conntrack answer without an original source"))
+            },
+        )
+    }
+}
 
-        loop {
-            for msg in self.sock.recv()? {
-                if msg.seq != seq {
-                    continue; // a stale answer to an earlier, abandoned request
-                }
-                match msg.error() {
-                    Some(0) => return Ok(None),
-                    Some(libc::ENOENT) => return Ok(None),
-                    Some(errno) => return Err(io::Error::from_raw_os_error(errno)),
-                    None => {}
-                }
-                if msg.ty == netlink::nfnl_type(netlink::NFNL_SUBSYS_CTNETLINK, IPCTNL_MSG_CT_NEW) {
-                    return Ok(Some(orig_source(msg.nf_attrs()).ok_or_else(|| {
-                        io::Error::other("conntrack answer without an original source")
-                    })?));
-                }
-            }
+/// Append the CT_GET request numbered `seq` for the tuple `src -> dst` as
+/// `which` (CTA_TUPLE_ORIG or CTA_TUPLE_REPLY), in `src`'s family (the
+/// caller checked that `dst` has the same).
+pub(crate) fn write_get(msg: &mut MsgBuf, seq: u32, which: u16, src: SocketAddr, dst: SocketAddr) {
+    let family = if src.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    } as u8;
+    let m = msg.begin(
+        netlink::nfnl_type(netlink::NFNL_SUBSYS_CTNETLINK, IPCTNL_MSG_CT_GET),
+        netlink::NLM_F_REQUEST,
+        seq,
+        family,
+        0,
+    );
+    let tuple = msg.nest_begin(which);
+    let ip = msg.nest_begin(CTA_TUPLE_IP);
+    for (addr, v4, v6) in [
+        (src.ip(), CTA_IP_V4_SRC, CTA_IP_V6_SRC),
+        (dst.ip(), CTA_IP_V4_DST, CTA_IP_V6_DST),
+    ] {
+        match addr {
+            IpAddr::V4(a) => msg.attr(v4, &a.octets()),
+            IpAddr::V6(a) => msg.attr(v6, &a.octets()),
         }
     }
+    msg.nest_end(ip);
+    let proto = msg.nest_begin(CTA_TUPLE_PROTO);
+    msg.attr_u8(CTA_PROTO_NUM, libc::IPPROTO_TCP as u8);
+    msg.attr_be16(CTA_PROTO_SRC_PORT, src.port());
+    msg.attr_be16(CTA_PROTO_DST_PORT, dst.port());
+    msg.nest_end(proto);
+    msg.nest_end(tuple);
+    msg.end(m);
 }
 
 /// The source address of the CTA_TUPLE_ORIG in a CT_NEW message.

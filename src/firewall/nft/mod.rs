@@ -26,8 +26,8 @@
 //! NFNL_MSG_BATCH_END
 //! ```
 //!
-//! Only the last message asks for an ACK; the kernel reports errors of the
-//! others anyway, so reading until that ACK (or an error on BATCH_BEGIN)
+//! Only the last element message asks for an ACK; the kernel reports errors
+//! of the others anyway, so reading until that ACK (or an error on BATCH_BEGIN)
 //! collects the whole outcome. The batch is a transaction: either all of it
 //! applies or none. A key is the fields back to back, each padded to 4
 //! bytes: `saddr(4|16) daddr(4|16) port(2, big-endian) 0 0`.
@@ -36,10 +36,19 @@
 //! the batch with ENOENT on that message; such deletes are dropped and the
 //! batch is sent again. Two sessions may want the same element, so the
 //! backend keeps a count per live element and deletes only at zero.
+//!
+//! At open, and again when a commit fails with ENOENT, EINVAL or
+//! EOPNOTSUPP, the table and both sets are read back (NFT_MSG_GETTABLE,
+//! NFT_MSG_GETSET); when they are not as required the error is
+//! [`Error::Ruleset`], saying what is wrong and which lines to add. Every
+//! message written here is checked byte for byte against an independent
+//! encoder in the `crosscheck` tests.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::ops::ControlFlow;
 use std::time::Duration;
 
 use crate::core::log::Level;
@@ -50,12 +59,14 @@ use conntrack::Conntrack;
 use netlink::{Attrs, MsgBuf, Socket};
 
 pub mod conntrack;
-pub mod netlink;
+#[cfg(test)]
+mod crosscheck;
+pub(crate) mod netlink;
 
 /// Set holding IPv4 holes.
-pub const SET4: &str = "ftpsesame4";
+const SET4: &str = "ftpsesame4";
 /// Set holding IPv6 holes.
-pub const SET6: &str = "ftpsesame6";
+const SET6: &str = "ftpsesame6";
 
 const NFT_MSG_NEWTABLE: u8 = 0;
 const NFT_MSG_GETTABLE: u8 = 1;
@@ -97,11 +108,21 @@ const fn concat3(a: u32, b: u32, c: u32) -> u32 {
 
 /// What each set must look like: name, nft key type, key length in bytes,
 /// and the declaration to print when it does not.
+#[derive(Debug)]
 struct SetSpec {
     name: &'static str,
     key_type: u32,
     key_len: u32,
     decl: &'static str,
+}
+
+impl SetSpec {
+    /// The `type ...` part of the declaration.
+    fn key_decl(&self) -> &'static str {
+        let from = self.decl.find("type ").unwrap_or(0);
+        let to = self.decl.find(';').unwrap_or(self.decl.len());
+        &self.decl[from..to]
+    }
 }
 
 const SPEC4: SetSpec = SetSpec {
@@ -138,16 +159,22 @@ struct Change {
     count: u32,
 }
 
+/// The table the sets live in, and what every element gets.
+struct Table {
+    /// NFPROTO_* number and the name `nft` uses for it.
+    family: u8,
+    family_name: &'static str,
+    name: String,
+    timeout_ms: u64,
+}
+
 /// The nftables backend. Owns two netlink sockets (nftables, conntrack) in
 /// the network namespace it was opened in.
 pub struct Nft {
     sock: Socket,
     msg: MsgBuf,
     ct: Conntrack,
-    family: u8,
-    family_name: String,
-    table: String,
-    timeout_ms: u64,
+    table: Table,
     /// Elements this process added and believes present, with the number of
     /// session rules that want each.
     live: HashMap<Rule, u32>,
@@ -162,31 +189,121 @@ pub struct Nft {
 struct Failure {
     errno: i32,
     /// What the failing message did, for the log.
-    what: &'static str,
+    step: &'static str,
     set: &'static str,
+}
+
+/// What is wrong with the admin's table.
+#[derive(Debug)]
+enum Problem {
+    NoTable,
+    NoSet(&'static SetSpec),
+    WrongKey(&'static SetSpec),
+    NoTimeout(&'static SetSpec),
+    NotPlain(&'static SetSpec),
+}
+
+/// The table is not as the daemon needs it: what is wrong, the lines that
+/// fix it, and the failed commit that led to the finding, if any. Carried
+/// as [`Error::Ruleset`].
+#[derive(Debug)]
+struct Mismatch {
+    family: &'static str,
+    table: String,
+    problem: Problem,
+    after: Option<Error>,
+}
+
+impl Mismatch {
+    fn problem(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (fam, t) = (self.family, &self.table);
+        match self.problem {
+            Problem::NoTable => write!(f, "table {fam} {t} does not exist"),
+            Problem::NoSet(s) => write!(f, "set {} not found in table {fam} {t}", s.name),
+            Problem::WrongKey(s) => write!(
+                f,
+                "set {} in table {fam} {t} has the wrong key type \
+                 (want {}; delete it with `nft delete set {fam} {t} {}` and declare it again)",
+                s.name,
+                s.key_decl(),
+                s.name
+            ),
+            Problem::NoTimeout(s) => {
+                write!(f, "set {} in table {fam} {t} lacks `flags timeout`", s.name)
+            }
+            Problem::NotPlain(s) => write!(
+                f,
+                "set {} in table {fam} {t} must be a plain set (no map, interval or constant flags)",
+                s.name
+            ),
+        }
+    }
+
+    /// The lines an admin adds to make `open` succeed.
+    fn advice(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (fam, t) = (self.family, &self.table);
+        write!(
+            f,
+            "ftpsesame needs, in table {fam} {t} (e.g. in /etc/nftables.conf):\n\
+             \x20   {}\n\
+             \x20   {}\n\
+             and rules accepting new connections that match them, such as:\n\
+             \x20   ip saddr . ip daddr . tcp dport @ftpsesame4 ct state new accept\n\
+             \x20   ip6 saddr . ip6 daddr . tcp dport @ftpsesame6 ct state new accept\n\
+             or, on the running system:\n\
+             \x20   nft add table {fam} {t}\n\
+             \x20   nft add set {fam} {t} ftpsesame4 '{{ type ipv4_addr . ipv4_addr . inet_service; flags timeout; }}'\n\
+             \x20   nft add set {fam} {t} ftpsesame6 '{{ type ipv6_addr . ipv6_addr . inet_service; flags timeout; }}'",
+            SPEC4.decl, SPEC6.decl
+        )
+    }
+}
+
+impl fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.after {
+            None => {
+                f.write_str("nftables: ")?;
+                self.problem(f)?;
+            }
+            Some(e) => {
+                write!(f, "{e} (")?;
+                self.problem(f)?;
+                f.write_str(")")?;
+            }
+        }
+        f.write_str("\n")?;
+        self.advice(f)
+    }
+}
+
+impl std::error::Error for Mismatch {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.after.as_ref().map(|e| e as _)
+    }
 }
 
 impl Nft {
     /// Open netlink sockets and check that table `family`/`table` holds
     /// sets ftpsesame4 and ftpsesame6 with the right key types and the
-    /// timeout flag. The error text says what is wrong and prints the nft
-    /// lines to add. Elements get `timeout` (none if zero).
+    /// timeout flag. The error says what is wrong and prints the nft lines
+    /// to add. Elements get `timeout` (none if zero).
     pub fn open(family: &str, table: &str, timeout: Duration) -> Result<Nft, Error> {
-        let fam = family_number(family).ok_or_else(|| {
-            Error(format!(
-                "unknown nftables family `{family}` (use inet, ip, ip6, bridge, netdev or arp)"
-            ))
-        })?;
-        let sock = Socket::open().map_err(|e| Error(format!("nftables netlink socket: {e}")))?;
-        let ct = Conntrack::open().map_err(|e| Error(format!("conntrack netlink socket: {e}")))?;
+        let (fam, family_name) =
+            family_number(family).ok_or_else(|| Error::UnknownFamily(family.to_string()))?;
+        let open = |what| move |source| Error::Open { what, source };
+        let sock = Socket::open().map_err(open("nftables netlink socket"))?;
+        let ct = Conntrack::open().map_err(open("conntrack netlink socket"))?;
         let mut nft = Nft {
             sock,
             msg: MsgBuf::new(),
             ct,
-            family: fam,
-            family_name: family.to_string(),
-            table: table.to_string(),
-            timeout_ms: timeout.as_millis().min(u64::MAX as u128) as u64,
+            table: Table {
+                family: fam,
+                family_name,
+                name: table.to_string(),
+                timeout_ms: timeout.as_millis().min(u64::MAX as u128) as u64,
+            },
             live: HashMap::with_capacity(64),
             changes: Vec::with_capacity(16),
             dels: Vec::with_capacity(FLUSH_CHUNK),
@@ -194,154 +311,89 @@ impl Nft {
             flushing: Vec::new(),
         };
         if let Some(problem) = nft.check()? {
-            return Err(Error(format!("{problem}\n{}", nft.advice())));
+            return Err(nft.mismatch(problem, None));
         }
         Ok(nft)
     }
 
     /// Inspect the table and both sets: `Ok(Some(problem))` when they are
     /// not as required, `Err` when the kernel could not be asked.
-    fn check(&mut self) -> Result<Option<String>, Error> {
-        let where_ = format!("table {} {}", self.family_name, self.table);
-        match self.get_table() {
-            Ok(true) => {}
-            Ok(false) => return Ok(Some(format!("nftables: {where_} does not exist"))),
-            Err(e) => return Err(self.kernel_error("cannot read", &where_, e)),
+    fn check(&mut self) -> Result<Option<Problem>, Error> {
+        let read = |target: String| {
+            move |source| Error::Netlink {
+                step: "cannot read",
+                target,
+                source,
+            }
+        };
+        let where_ = format!("table {} {}", self.table.family_name, self.table.name);
+        if self
+            .get(NFT_MSG_GETTABLE, None, NFT_MSG_NEWTABLE, |_| ())
+            .map_err(read(where_))?
+            .is_none()
+        {
+            return Ok(Some(Problem::NoTable));
         }
         for spec in [&SPEC4, &SPEC6] {
-            let set = match self.get_set(spec.name) {
-                Ok(Some(set)) => set,
-                Ok(None) => {
-                    return Ok(Some(format!(
-                        "nftables: set {} not found in {where_}",
-                        spec.name
-                    )));
-                }
-                Err(e) => {
-                    return Err(self.kernel_error("cannot read set", spec.name, e));
-                }
+            let Some(set) = self
+                .get(
+                    NFT_MSG_GETSET,
+                    Some(spec.name),
+                    NFT_MSG_NEWSET,
+                    SetInfo::parse,
+                )
+                .map_err(read(format!("set {}", spec.name)))?
+            else {
+                return Ok(Some(Problem::NoSet(spec)));
             };
             if set.key_type != spec.key_type || set.key_len != spec.key_len {
-                return Ok(Some(format!(
-                    "nftables: set {} in {where_} has the wrong key type \
-                     (want {}; delete it with `nft delete set {} {} {}` and declare it again)",
-                    spec.name,
-                    &spec.decl
-                        [spec.decl.find("type ").unwrap_or(0)..spec.decl.find(';').unwrap_or(0)],
-                    self.family_name,
-                    self.table,
-                    spec.name
-                )));
+                return Ok(Some(Problem::WrongKey(spec)));
             }
             if set.flags & NFT_SET_TIMEOUT == 0 {
-                return Ok(Some(format!(
-                    "nftables: set {} in {where_} lacks `flags timeout`",
-                    spec.name
-                )));
+                return Ok(Some(Problem::NoTimeout(spec)));
             }
             if set.flags & (NFT_SET_CONSTANT | NFT_SET_INTERVAL | NFT_SET_MAP | NFT_SET_OBJECT) != 0
             {
-                return Ok(Some(format!(
-                    "nftables: set {} in {where_} must be a plain set (no map, interval or constant flags)",
-                    spec.name
-                )));
+                return Ok(Some(Problem::NotPlain(spec)));
             }
         }
         Ok(None)
     }
 
-    /// The lines an admin adds to make `open` succeed.
-    fn advice(&self) -> String {
-        let (f, t) = (&self.family_name, &self.table);
-        format!(
-            "ftpsesame needs, in table {f} {t} (e.g. in /etc/nftables.conf):\n\
-             \x20   {}\n\
-             \x20   {}\n\
-             and rules accepting new connections that match them, such as:\n\
-             \x20   ip saddr . ip daddr . tcp dport @ftpsesame4 ct state new accept\n\
-             \x20   ip6 saddr . ip6 daddr . tcp dport @ftpsesame6 ct state new accept\n\
-             or, on the running system:\n\
-             \x20   nft add table {f} {t}\n\
-             \x20   nft add set {f} {t} ftpsesame4 '{{ type ipv4_addr . ipv4_addr . inet_service; flags timeout; }}'\n\
-             \x20   nft add set {f} {t} ftpsesame6 '{{ type ipv6_addr . ipv6_addr . inet_service; flags timeout; }}'",
-            SPEC4.decl, SPEC6.decl
+    fn mismatch(&self, problem: Problem, after: Option<Error>) -> Error {
+        Error::Ruleset(Box::new(Mismatch {
+            family: self.table.family_name,
+            table: self.table.name.clone(),
+            problem,
+            after,
+        }))
+    }
+
+    /// NFT_MSG_GETTABLE (`set` None) or NFT_MSG_GETSET: the answer read by
+    /// `read`, `None` when the object does not exist.
+    fn get<T>(
+        &mut self,
+        ask: u8,
+        set: Option<&str>,
+        answer: u8,
+        mut read: impl FnMut(Attrs<'_>) -> T,
+    ) -> io::Result<Option<T>> {
+        let seq = self.sock.next_seqs(1);
+        self.msg.clear();
+        write_get(
+            &mut self.msg,
+            seq,
+            ask,
+            self.table.family,
+            &self.table.name,
+            set,
+        );
+        self.sock.query(
+            self.msg.as_bytes(),
+            seq,
+            netlink::nfnl_type(netlink::NFNL_SUBSYS_NFTABLES, answer),
+            |attrs| Ok(read(attrs)),
         )
-    }
-
-    fn kernel_error(&self, doing: &str, what: &str, e: io::Error) -> Error {
-        let hint = if e.raw_os_error() == Some(libc::EPERM) {
-            " (nfnetlink needs CAP_NET_ADMIN)"
-        } else {
-            ""
-        };
-        Error(format!("nftables: {doing} {what}: {e}{hint}"))
-    }
-
-    /// NFT_MSG_GETTABLE: does the table exist?
-    fn get_table(&mut self) -> io::Result<bool> {
-        let seq = self.sock.next_seqs(1);
-        self.msg.clear();
-        let m = self.msg.begin(
-            netlink::nfnl_type(netlink::NFNL_SUBSYS_NFTABLES, NFT_MSG_GETTABLE),
-            netlink::NLM_F_REQUEST | netlink::NLM_F_ACK,
-            seq,
-            self.family,
-            0,
-        );
-        self.msg.attr_str(NFTA_TABLE_NAME, &self.table);
-        self.msg.end(m);
-        self.sock.send(self.msg.as_bytes())?;
-        let mut found = false;
-        loop {
-            for msg in self.sock.recv()? {
-                if msg.seq != seq {
-                    continue;
-                }
-                match msg.error() {
-                    Some(0) => return Ok(found),
-                    Some(libc::ENOENT) => return Ok(false),
-                    Some(e) => return Err(io::Error::from_raw_os_error(e)),
-                    None => {}
-                }
-                if msg.ty == netlink::nfnl_type(netlink::NFNL_SUBSYS_NFTABLES, NFT_MSG_NEWTABLE) {
-                    found = true;
-                }
-            }
-        }
-    }
-
-    /// NFT_MSG_GETSET: the set's flags and key description, if it exists.
-    fn get_set(&mut self, name: &str) -> io::Result<Option<SetInfo>> {
-        let seq = self.sock.next_seqs(1);
-        self.msg.clear();
-        let m = self.msg.begin(
-            netlink::nfnl_type(netlink::NFNL_SUBSYS_NFTABLES, NFT_MSG_GETSET),
-            netlink::NLM_F_REQUEST | netlink::NLM_F_ACK,
-            seq,
-            self.family,
-            0,
-        );
-        self.msg.attr_str(NFTA_SET_TABLE, &self.table);
-        self.msg.attr_str(NFTA_SET_NAME, name);
-        self.msg.end(m);
-        self.sock.send(self.msg.as_bytes())?;
-        let mut info = None;
-        loop {
-            for msg in self.sock.recv()? {
-                if msg.seq != seq {
-                    continue;
-                }
-                match msg.error() {
-                    Some(0) => return Ok(info),
-                    Some(libc::ENOENT) => return Ok(None),
-                    Some(e) => return Err(io::Error::from_raw_os_error(e)),
-                    None => {}
-                }
-                if msg.ty == netlink::nfnl_type(netlink::NFNL_SUBSYS_NFTABLES, NFT_MSG_NEWSET) {
-                    info = Some(SetInfo::parse(msg.nf_attrs()));
-                }
-            }
-        }
     }
 
     /// Send `self.dels` and `self.adds` as one batch, dropping deletes of
@@ -358,68 +410,77 @@ impl Nft {
                 return Ok(());
             }
             let first = self.sock.next_seqs(nmsg + 2);
-            self.write_batch(first, nmsg, add4, add6);
+            write_batch(
+                &mut self.msg,
+                &self.table,
+                first,
+                &mut self.dels,
+                &self.adds,
+            );
             self.sock
                 .send(self.msg.as_bytes())
-                .map_err(|e| self.kernel_error("cannot send batch to", "nfnetlink", e))?;
+                .map_err(|source| Error::Netlink {
+                    step: "cannot send batch to",
+                    target: "nfnetlink".into(),
+                    source,
+                })?;
 
             let last = first.wrapping_add(nmsg);
             let mut failure: Option<Failure> = None;
             let mut retry = false;
-            'read: loop {
-                let msgs = self
-                    .sock
-                    .recv()
-                    .map_err(|e| Error(format!("nftables: waiting for the kernel: {e}")))?;
-                for msg in msgs {
-                    if !netlink::seq_in(msg.seq, first, nmsg + 1) {
-                        continue; // answer to an earlier batch
-                    }
-                    let Some(errno) = msg.error() else { continue };
+            let dels = &mut self.dels;
+            self.sock
+                .answers(first, nmsg + 1, |msg| {
+                    let Some(errno) = msg.error() else {
+                        return ControlFlow::Continue(());
+                    };
                     let k = msg.seq.wrapping_sub(first);
-                    if errno != 0 {
-                        if k >= 1 && k <= ndel && errno == libc::ENOENT {
-                            let d = self.dels.iter_mut().find(|d| !d.gone && d.seq == msg.seq);
-                            if let Some(d) = d {
-                                d.gone = true;
-                                retry = true;
-                                let r = d.rule;
-                                logmsg!(
-                                    Level::Debug,
-                                    "#{session} nftables: {} . {} . {} already gone from {}",
-                                    r.src,
-                                    r.dst,
-                                    r.port,
-                                    set_of(&r)
-                                );
-                            }
-                        } else if failure.is_none() {
-                            failure = Some(Failure {
-                                errno,
-                                what: if k == 0 {
-                                    "cannot start a batch on"
-                                } else if k <= ndel {
-                                    "cannot delete elements from"
-                                } else {
-                                    "cannot add elements to"
-                                },
-                                set: if k > ndel + add4 as u32 {
-                                    SET6
-                                } else if k > ndel {
-                                    SET4
-                                } else {
-                                    ""
-                                },
-                            });
+                    if errno == libc::ENOENT && k >= 1 && k <= ndel {
+                        if let Some(d) = dels.iter_mut().find(|d| !d.gone && d.seq == msg.seq) {
+                            d.gone = true;
+                            retry = true;
+                            let r = d.rule;
+                            logmsg!(
+                                Level::Debug,
+                                "#{session} nftables: {} . {} . {} already gone from {}",
+                                r.src,
+                                r.dst,
+                                r.port,
+                                set_of(&r)
+                            );
                         }
+                    } else if errno != 0 && failure.is_none() {
+                        failure = Some(Failure {
+                            errno,
+                            step: if k == 0 {
+                                "cannot start a batch on"
+                            } else if k <= ndel {
+                                "cannot delete elements from"
+                            } else {
+                                "cannot add elements to"
+                            },
+                            set: if k > ndel + add4 as u32 {
+                                SET6
+                            } else if k > ndel {
+                                SET4
+                            } else {
+                                ""
+                            },
+                        });
                     }
                     if msg.seq == last || (k == 0 && errno != 0) {
-                        break 'read;
+                        ControlFlow::Break(Ok(()))
+                    } else {
+                        ControlFlow::Continue(())
                     }
-                }
-            }
+                })
+                .map_err(|source| Error::Netlink {
+                    step: "waiting for the kernel",
+                    target: String::new(),
+                    source,
+                })?;
             if let Some(f) = failure {
-                return Err(self.failure_error(f));
+                return Err(self.batch_error(f));
             }
             if !retry {
                 return Ok(());
@@ -427,89 +488,23 @@ impl Nft {
         }
     }
 
-    /// Write BATCH_BEGIN, the deletes, the adds and BATCH_END into `msg`,
-    /// numbered from `first`.
-    fn write_batch(&mut self, first: u32, nmsg: u32, add4: bool, add6: bool) {
-        let last = first.wrapping_add(nmsg);
-        let mut seq = first;
-        self.msg.clear();
-        let m = self.msg.begin(
-            netlink::NFNL_MSG_BATCH_BEGIN,
-            netlink::NLM_F_REQUEST,
-            seq,
-            libc::AF_UNSPEC as u8,
-            netlink::NFNL_SUBSYS_NFTABLES as u16,
-        );
-        self.msg.end(m);
-
-        let flags = |seq: u32| {
-            if seq == last {
-                netlink::NLM_F_REQUEST | netlink::NLM_F_ACK
+    /// The error of a failed batch; when the cause is a set missing or
+    /// changed under us, the finding and the lines to add come with it.
+    fn batch_error(&mut self, f: Failure) -> Error {
+        let (fam, t) = (self.table.family_name, &self.table.name);
+        let err = Error::Netlink {
+            step: f.step,
+            target: if f.set.is_empty() {
+                format!("table {fam} {t}")
             } else {
-                netlink::NLM_F_REQUEST
-            }
+                format!("set {fam} {t} {}", f.set)
+            },
+            source: io::Error::from_raw_os_error(f.errno),
         };
-        for d in self.dels.iter_mut().filter(|d| !d.gone) {
-            seq = seq.wrapping_add(1);
-            d.seq = seq;
-            let m = begin_elems(
-                &mut self.msg,
-                NFT_MSG_DELSETELEM,
-                flags(seq),
-                seq,
-                self.family,
-                &self.table,
-                set_of(&d.rule),
-            );
-            write_elem(&mut self.msg, &d.rule, 0);
-            end_elems(&mut self.msg, m);
-        }
-        for (wanted, v6) in [(add4, false), (add6, true)] {
-            if !wanted {
-                continue;
-            }
-            seq = seq.wrapping_add(1);
-            let set = if v6 { SET6 } else { SET4 };
-            let m = begin_elems(
-                &mut self.msg,
-                NFT_MSG_NEWSETELEM,
-                flags(seq) | netlink::NLM_F_CREATE,
-                seq,
-                self.family,
-                &self.table,
-                set,
-            );
-            for r in self.adds.iter().filter(|r| r.is_ipv6() == v6) {
-                write_elem(&mut self.msg, r, self.timeout_ms);
-            }
-            end_elems(&mut self.msg, m);
-        }
-
-        let m = self.msg.begin(
-            netlink::NFNL_MSG_BATCH_END,
-            netlink::NLM_F_REQUEST,
-            seq.wrapping_add(1),
-            libc::AF_UNSPEC as u8,
-            netlink::NFNL_SUBSYS_NFTABLES as u16,
-        );
-        self.msg.end(m);
-    }
-
-    /// Turn a failed batch into a log-ready message; when a set is
-    /// missing or changed, say so with the lines to add.
-    fn failure_error(&mut self, f: Failure) -> Error {
-        let e = io::Error::from_raw_os_error(f.errno);
-        let target = if f.set.is_empty() {
-            format!("table {} {}", self.family_name, self.table)
-        } else {
-            format!("set {} {} {}", self.family_name, self.table, f.set)
-        };
-        let mut err = self.kernel_error(f.what, &target, e);
         if matches!(f.errno, libc::ENOENT | libc::EINVAL | libc::EOPNOTSUPP)
             && let Ok(Some(problem)) = self.check()
         {
-            let problem = problem.strip_prefix("nftables: ").unwrap_or(&problem);
-            err.0 = format!("{} ({problem})\n{}", err.0, self.advice());
+            return self.mismatch(problem, Some(err));
         }
         err
     }
@@ -517,27 +512,20 @@ impl Nft {
 
 impl Firewall for Nft {
     fn lookup(&mut self, client: SocketAddr, server: SocketAddr) -> Result<State, Error> {
-        match self.ct.lookup(client, server) {
-            Ok(Some(real_client)) => Ok(State::Tracked { real_client }),
-            Ok(None) => Ok(State::NotTracked),
-            Err(e) => {
-                let hint = if e.raw_os_error() == Some(libc::EPERM) {
-                    " (ctnetlink needs CAP_NET_ADMIN)"
-                } else {
-                    ""
-                };
-                Err(Error(format!("conntrack lookup: {e}{hint}")))
-            }
+        match self.ct.lookup(client, server).map_err(Error::Lookup)? {
+            Some(real_client) => Ok(State::Tracked { real_client }),
+            None => Ok(State::NotTracked),
         }
     }
 
     fn replace(&mut self, session: u32, old: &[Rule], new: &[Rule]) -> Result<(), Error> {
         for r in old.iter().chain(new) {
             if r.src.is_ipv6() != r.dst.is_ipv6() {
-                return Err(Error(format!(
-                    "#{session} nftables: rule mixes address families: {} to {} port {}",
-                    r.src, r.dst, r.port
-                )));
+                return Err(Error::MixedFamilies {
+                    what: "rule",
+                    src: r.src,
+                    dst: r.dst,
+                });
             }
         }
         self.changes.clear();
@@ -636,21 +624,107 @@ impl SetInfo {
     }
 }
 
-/// nftables family names as `nft` spells them, to NFPROTO_* numbers.
-fn family_number(name: &str) -> Option<u8> {
+/// The families `-T` accepts, as `nft` spells them, to NFPROTO_* numbers
+/// (with the name, to print it back).
+fn family_number(name: &str) -> Option<(u8, &'static str)> {
     Some(match name {
-        "inet" => 1,
-        "ip" => 2,
-        "arp" => 3,
-        "netdev" => 5,
-        "bridge" => 7,
-        "ip6" => 10,
+        "inet" => (1, "inet"),
+        "ip" => (2, "ip"),
+        "ip6" => (10, "ip6"),
         _ => return None,
     })
 }
 
 fn set_of(r: &Rule) -> &'static str {
     if r.is_ipv6() { SET6 } else { SET4 }
+}
+
+/// Append the request numbered `seq` for table `table` (`ask` =
+/// NFT_MSG_GETTABLE, `set` None) or for its set `set` (NFT_MSG_GETSET). No
+/// ACK is asked for: the answer, or the error, ends the exchange.
+fn write_get(msg: &mut MsgBuf, seq: u32, ask: u8, family: u8, table: &str, set: Option<&str>) {
+    let m = msg.begin(
+        netlink::nfnl_type(netlink::NFNL_SUBSYS_NFTABLES, ask),
+        netlink::NLM_F_REQUEST,
+        seq,
+        family,
+        0,
+    );
+    match set {
+        None => msg.attr_str(NFTA_TABLE_NAME, table),
+        Some(set) => {
+            msg.attr_str(NFTA_SET_TABLE, table);
+            msg.attr_str(NFTA_SET_NAME, set);
+        }
+    }
+    msg.end(m);
+}
+
+/// Write into `msg` the batch for the deletes in `dels` not yet `gone` and
+/// the elements in `adds`, numbered from `first`: BATCH_BEGIN, one
+/// DELSETELEM per delete (its `seq` recorded in the `Del`), one NEWSETELEM
+/// per set with additions, BATCH_END. Only the last element message asks
+/// for an ACK.
+fn write_batch(msg: &mut MsgBuf, table: &Table, first: u32, dels: &mut [Del], adds: &[Rule]) {
+    let ndel = dels.iter().filter(|d| !d.gone).count() as u32;
+    let add4 = adds.iter().any(|r| !r.is_ipv6());
+    let add6 = adds.iter().any(|r| r.is_ipv6());
+    let last = first.wrapping_add(ndel + add4 as u32 + add6 as u32);
+    let flags = |seq: u32| {
+        if seq == last {
+            netlink::NLM_F_REQUEST | netlink::NLM_F_ACK
+        } else {
+            netlink::NLM_F_REQUEST
+        }
+    };
+    let marker = |msg: &mut MsgBuf, ty: u16, seq: u32| {
+        let m = msg.begin(
+            ty,
+            netlink::NLM_F_REQUEST,
+            seq,
+            libc::AF_UNSPEC as u8,
+            netlink::NFNL_SUBSYS_NFTABLES as u16,
+        );
+        msg.end(m);
+    };
+
+    msg.clear();
+    let mut seq = first;
+    marker(msg, netlink::NFNL_MSG_BATCH_BEGIN, seq);
+    for d in dels.iter_mut().filter(|d| !d.gone) {
+        seq = seq.wrapping_add(1);
+        d.seq = seq;
+        let m = begin_elems(
+            msg,
+            NFT_MSG_DELSETELEM,
+            flags(seq),
+            seq,
+            table,
+            set_of(&d.rule),
+        );
+        write_elem(msg, &d.rule, 0);
+        end_elems(msg, m);
+    }
+    for (wanted, v6) in [(add4, false), (add6, true)] {
+        if !wanted {
+            continue;
+        }
+        seq = seq.wrapping_add(1);
+        let set = if v6 { SET6 } else { SET4 };
+        let m = begin_elems(
+            msg,
+            NFT_MSG_NEWSETELEM,
+            flags(seq) | netlink::NLM_F_CREATE,
+            seq,
+            table,
+            set,
+        );
+        for r in adds.iter().filter(|r| r.is_ipv6() == v6) {
+            write_elem(msg, r, table.timeout_ms);
+        }
+        end_elems(msg, m);
+    }
+    marker(msg, netlink::NFNL_MSG_BATCH_END, seq.wrapping_add(1));
 }
 
 /// Start a NEWSETELEM/DELSETELEM message up to its element list; returns
@@ -660,18 +734,17 @@ fn begin_elems(
     ty: u8,
     flags: u16,
     seq: u32,
-    family: u8,
-    table: &str,
+    table: &Table,
     set: &str,
 ) -> (usize, usize) {
     let m = msg.begin(
         netlink::nfnl_type(netlink::NFNL_SUBSYS_NFTABLES, ty),
         flags,
         seq,
-        family,
+        table.family,
         0,
     );
-    msg.attr_str(NFTA_SET_ELEM_LIST_TABLE, table);
+    msg.attr_str(NFTA_SET_ELEM_LIST_TABLE, &table.name);
     msg.attr_str(NFTA_SET_ELEM_LIST_SET, set);
     let list = msg.nest_begin(NFTA_SET_ELEM_LIST_ELEMENTS);
     (m, list)
@@ -709,6 +782,7 @@ fn write_addr(msg: &mut MsgBuf, a: IpAddr) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::rule::rule;
 
     #[test]
     fn key_types_match_nft() {
@@ -720,12 +794,7 @@ mod tests {
     #[test]
     fn element_key_layout() {
         let mut m = MsgBuf::new();
-        let r = Rule {
-            src: "192.0.2.2".parse().unwrap(),
-            dst: "198.51.100.2".parse().unwrap(),
-            port: 50012,
-        };
-        write_elem(&mut m, &r, 180_000);
+        write_elem(&mut m, &rule("192.0.2.2", "198.51.100.2", 50012), 180_000);
         let elem: Vec<_> = Attrs::new(m.as_bytes()).collect();
         assert_eq!(elem.len(), 1);
         let mut inner = Attrs::new(elem[0].1);
@@ -743,8 +812,10 @@ mod tests {
 
     #[test]
     fn families() {
-        assert_eq!(family_number("inet"), Some(1));
-        assert_eq!(family_number("ip6"), Some(10));
+        assert_eq!(family_number("inet"), Some((1, "inet")));
+        assert_eq!(family_number("ip"), Some((2, "ip")));
+        assert_eq!(family_number("ip6"), Some((10, "ip6")));
+        assert_eq!(family_number("bridge"), None, "-T refuses it");
         assert_eq!(family_number("ipx"), None);
     }
 }

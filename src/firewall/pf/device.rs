@@ -2,52 +2,67 @@
 //!
 //! All knowledge of pf's structures stays in `pfglue.c`; this file only
 //! owns the descriptor, turns names into C strings and errno into
-//! [`Error`]s with the ioctl's name, as pfctl would print them.
+//! [`Error::Ioctl`]s with the ioctl's name, as pfctl would print them.
 
 use std::ffi::{CStr, CString};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
+use std::io;
 use std::os::fd::AsRawFd;
 
 use super::ffi::{self, FlatNatlook, FlatRule};
-use super::seam::{PfDevice, Ticket};
+use super::seam::{PfDevice, Ticket, open_dev_pf};
 use crate::firewall::Error;
 
 /// `/dev/pf`, opened read-write.
-pub struct BsdDevice {
+pub(crate) struct BsdDevice {
     file: File,
 }
 
-fn check(what: &str, rc: libc::c_int) -> Result<libc::c_int, Error> {
+fn check(name: &'static str, rc: libc::c_int) -> Result<libc::c_int, Error> {
     if rc < 0 {
-        Err(Error(format!(
-            "{what}: {}",
-            std::io::Error::from_raw_os_error(-rc)
-        )))
+        Err(Error::Ioctl {
+            name,
+            source: io::Error::from_raw_os_error(-rc),
+        })
     } else {
         Ok(rc)
     }
 }
 
 fn c_name(s: &str) -> Result<CString, Error> {
-    CString::new(s).map_err(|_| Error(format!("anchor name {s:?} contains NUL")))
+    CString::new(s).map_err(|_| Error::BadName {
+        what: "anchor name",
+        why: "contains NUL",
+    })
+}
+
+/// Call the glue function `f` with `anchor` as a C string, its result
+/// checked as ioctl `name`.
+fn on_anchor(
+    name: &'static str,
+    anchor: &str,
+    f: impl FnOnce(*const libc::c_char) -> libc::c_int,
+) -> Result<libc::c_int, Error> {
+    let a = c_name(anchor)?;
+    check(name, f(a.as_ptr()))
 }
 
 impl BsdDevice {
     /// Open `/dev/pf` and check that the glue was built with the same flat
     /// layout as this crate (the build already asserts it; this catches a
     /// stale object file).
-    pub fn open() -> Result<BsdDevice, Error> {
+    pub(crate) fn open() -> Result<BsdDevice, Error> {
         // SAFETY: plain functions returning sizeof.
         let (rs, ns) = unsafe { (ffi::ftps_rule_size(), ffi::ftps_natlook_size()) };
         if rs != std::mem::size_of::<FlatRule>() || ns != std::mem::size_of::<FlatNatlook>() {
-            return Err(Error("pf glue layout mismatch".into()));
+            return Err(Error::Open {
+                what: "pf glue",
+                source: io::Error::new(io::ErrorKind::InvalidData, "layout mismatch"),
+            });
         }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/pf")
-            .map_err(|e| Error(format!("open /dev/pf: {e}")))?;
-        Ok(BsdDevice { file })
+        Ok(BsdDevice {
+            file: open_dev_pf()?,
+        })
     }
 
     fn fd(&self) -> libc::c_int {
@@ -69,39 +84,36 @@ impl PfDevice for BsdDevice {
     }
 
     fn begin(&mut self, anchor: &str) -> Result<Ticket, Error> {
-        let a = c_name(anchor)?;
         let mut t = Ticket { rules: 0, pool: 0 };
-        // SAFETY: a is NUL-terminated; the tickets are valid out-pointers.
-        check("DIOCXBEGIN", unsafe {
-            ffi::ftps_pf_begin(self.fd(), a.as_ptr(), &mut t.rules, &mut t.pool)
+        // SAFETY: the anchor is NUL-terminated; the tickets are valid
+        // out-pointers.
+        on_anchor("DIOCXBEGIN", anchor, |a| unsafe {
+            ffi::ftps_pf_begin(self.fd(), a, &mut t.rules, &mut t.pool)
         })?;
         Ok(t)
     }
 
     fn add_rule(&mut self, anchor: &str, ticket: Ticket, rule: &FlatRule) -> Result<(), Error> {
-        let a = c_name(anchor)?;
-        // SAFETY: a is NUL-terminated; rule is a valid FlatRule whose name
-        // fields were built NUL-terminated by FlatRule::new.
-        check("DIOCADDRULE", unsafe {
-            ffi::ftps_pf_add_rule(self.fd(), a.as_ptr(), ticket.rules, ticket.pool, rule)
+        // SAFETY: the anchor is NUL-terminated; rule is a valid FlatRule
+        // whose name fields were built NUL-terminated by FlatRule::new.
+        on_anchor("DIOCADDRULE", anchor, |a| unsafe {
+            ffi::ftps_pf_add_rule(self.fd(), a, ticket.rules, ticket.pool, rule)
         })?;
         Ok(())
     }
 
     fn commit(&mut self, anchor: &str, ticket: Ticket) -> Result<(), Error> {
-        let a = c_name(anchor)?;
-        // SAFETY: a is NUL-terminated.
-        check("DIOCXCOMMIT", unsafe {
-            ffi::ftps_pf_commit(self.fd(), a.as_ptr(), ticket.rules)
+        // SAFETY: the anchor is NUL-terminated.
+        on_anchor("DIOCXCOMMIT", anchor, |a| unsafe {
+            ffi::ftps_pf_commit(self.fd(), a, ticket.rules)
         })?;
         Ok(())
     }
 
     fn rollback(&mut self, anchor: &str, ticket: Ticket) -> Result<(), Error> {
-        let a = c_name(anchor)?;
-        // SAFETY: a is NUL-terminated.
-        check("DIOCXROLLBACK", unsafe {
-            ffi::ftps_pf_rollback(self.fd(), a.as_ptr(), ticket.rules)
+        // SAFETY: the anchor is NUL-terminated.
+        on_anchor("DIOCXROLLBACK", anchor, |a| unsafe {
+            ffi::ftps_pf_rollback(self.fd(), a, ticket.rules)
         })?;
         Ok(())
     }

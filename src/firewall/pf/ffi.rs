@@ -8,50 +8,56 @@
 //! build instead of corrupting an ioctl. The mapping from the rule model is
 //! plain Rust and tested on every OS.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
 use crate::core::rule::{Rule, RuleOptions};
 use crate::firewall::Error;
 
 /// Address family codes of the flat structs (not `AF_*`: `AF_INET6` differs
 /// between the BSDs).
-pub const AF_INET: u8 = 4;
-pub const AF_INET6: u8 = 6;
+pub(crate) const AF_INET: u8 = 4;
+pub(crate) const AF_INET6: u8 = 6;
 
 /// TCP flag bits as on the wire (`TH_*`, asserted equal in the C file).
-pub const TH_FIN: u8 = 0x01;
-pub const TH_SYN: u8 = 0x02;
-pub const TH_RST: u8 = 0x04;
-pub const TH_ACK: u8 = 0x10;
+pub(crate) const TH_FIN: u8 = 0x01;
+pub(crate) const TH_SYN: u8 = 0x02;
+pub(crate) const TH_RST: u8 = 0x04;
+pub(crate) const TH_ACK: u8 = 0x10;
 
 /// Bytes of a tag or queue name field, NUL included (PF_TAG_NAME_SIZE,
 /// PF_QNAME_SIZE).
-pub const NAME_SIZE: usize = 64;
+pub(crate) const NAME_SIZE: usize = 64;
 
 /// One filter rule in the shape `ftps_pf_add_rule` takes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FlatRule {
-    pub af: u8,
-    pub log: u8,
-    pub quick: u8,
-    pub flags: u8,
-    pub flagset: u8,
-    pub pad: u8,
+pub(crate) struct FlatRule {
+    pub(crate) af: u8,
+    pub(crate) log: u8,
+    pub(crate) quick: u8,
+    pub(crate) flags: u8,
+    pub(crate) flagset: u8,
+    pub(crate) pad: u8,
     /// Destination port in network byte order.
-    pub port: u16,
-    pub src: [u8; 16],
-    pub dst: [u8; 16],
+    pub(crate) port: u16,
+    pub(crate) src: [u8; 16],
+    pub(crate) dst: [u8; 16],
     /// NUL-terminated; all zero for none.
-    pub tag: [u8; NAME_SIZE],
-    pub queue: [u8; NAME_SIZE],
+    pub(crate) tag: [u8; NAME_SIZE],
+    pub(crate) queue: [u8; NAME_SIZE],
 }
 
 /// Direction of a state lookup (`PF_IN`, `PF_OUT`; pf takes no `PF_INOUT`
 /// here).
+#[cfg(any(
+    test,
+    target_os = "freebsd",
+    target_os = "openbsd",
+    target_os = "macos"
+))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
-pub enum Dir {
+pub(crate) enum Dir {
     In = 1,
     Out = 2,
 }
@@ -59,18 +65,18 @@ pub enum Dir {
 /// A state lookup in the shape `ftps_pf_natlook` takes and fills.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FlatNatlook {
-    pub af: u8,
-    pub dir: u8,
+pub(crate) struct FlatNatlook {
+    pub(crate) af: u8,
+    pub(crate) dir: u8,
     /// Ports in network byte order.
-    pub sport: u16,
-    pub dport: u16,
+    pub(crate) sport: u16,
+    pub(crate) dport: u16,
     /// Out: the real source port.
-    pub rsport: u16,
-    pub saddr: [u8; 16],
-    pub daddr: [u8; 16],
+    pub(crate) rsport: u16,
+    pub(crate) saddr: [u8; 16],
+    pub(crate) daddr: [u8; 16],
     /// Out: the real (pre-NAT) source address.
-    pub rsaddr: [u8; 16],
+    pub(crate) rsaddr: [u8; 16],
 }
 
 // The same numbers as the _Static_asserts in pfglue.c.
@@ -88,7 +94,7 @@ const _: () = {
 };
 
 /// Address bytes in network order, left-aligned in 16 bytes, and the af.
-fn addr_bytes(ip: IpAddr) -> (u8, [u8; 16]) {
+pub(crate) fn addr_bytes(ip: IpAddr) -> (u8, [u8; 16]) {
     let mut out = [0u8; 16];
     match ip {
         IpAddr::V4(a) => {
@@ -99,14 +105,27 @@ fn addr_bytes(ip: IpAddr) -> (u8, [u8; 16]) {
     }
 }
 
-fn name_field(what: &str, name: Option<&str>) -> Result<[u8; NAME_SIZE], Error> {
+/// The address `addr_bytes` made, read back in family `af`.
+pub(crate) fn addr_from(af: u8, bytes: &[u8; 16]) -> IpAddr {
+    if af == AF_INET {
+        IpAddr::from([bytes[0], bytes[1], bytes[2], bytes[3]])
+    } else {
+        IpAddr::from(*bytes)
+    }
+}
+
+fn name_field(what: &'static str, name: Option<&str>) -> Result<[u8; NAME_SIZE], Error> {
     let mut out = [0u8; NAME_SIZE];
     if let Some(name) = name {
-        if name.len() >= NAME_SIZE {
-            return Err(Error(format!("{what} too long")));
-        }
-        if name.as_bytes().contains(&0) {
-            return Err(Error(format!("{what} contains NUL")));
+        let why = if name.len() >= NAME_SIZE {
+            "too long"
+        } else if name.as_bytes().contains(&0) {
+            "contains NUL"
+        } else {
+            ""
+        };
+        if !why.is_empty() {
+            return Err(Error::BadName { what, why });
         }
         out[..name.len()].copy_from_slice(name.as_bytes());
     }
@@ -117,14 +136,15 @@ impl FlatRule {
     /// The manual's rule: `pass in log quick inet proto tcp from $src to
     /// $dst port $port flags S/SAFR keep state`, quick dropped and tag set
     /// with `-t`, queue set with `-q`, inet6 for IPv6.
-    pub fn new(rule: &Rule, opts: &RuleOptions) -> Result<FlatRule, Error> {
+    pub(crate) fn new(rule: &Rule, opts: &RuleOptions) -> Result<FlatRule, Error> {
         let (af, src) = addr_bytes(rule.src);
         let (daf, dst) = addr_bytes(rule.dst);
         if af != daf {
-            return Err(Error(format!(
-                "rule mixes address families: {} to {}",
-                rule.src, rule.dst
-            )));
+            return Err(Error::MixedFamilies {
+                what: "rule",
+                src: rule.src,
+                dst: rule.dst,
+            });
         }
         Ok(FlatRule {
             af,
@@ -142,15 +162,27 @@ impl FlatRule {
     }
 }
 
+#[cfg(any(
+    test,
+    target_os = "freebsd",
+    target_os = "openbsd",
+    target_os = "macos"
+))]
 impl FlatNatlook {
     /// Look up the TCP connection `client -> server` as captured.
-    pub fn query(client: SocketAddr, server: SocketAddr, dir: Dir) -> Result<FlatNatlook, Error> {
+    pub(crate) fn query(
+        client: std::net::SocketAddr,
+        server: std::net::SocketAddr,
+        dir: Dir,
+    ) -> Result<FlatNatlook, Error> {
         let (af, saddr) = addr_bytes(client.ip());
         let (daf, daddr) = addr_bytes(server.ip());
         if af != daf {
-            return Err(Error(format!(
-                "connection mixes address families: {client} to {server}"
-            )));
+            return Err(Error::MixedFamilies {
+                what: "connection",
+                src: client.ip(),
+                dst: server.ip(),
+            });
         }
         Ok(FlatNatlook {
             af,
@@ -165,14 +197,8 @@ impl FlatNatlook {
     }
 
     /// The real source address the kernel filled in, in the query's family.
-    pub fn real_source(&self) -> IpAddr {
-        if self.af == AF_INET {
-            let mut b = [0u8; 4];
-            b.copy_from_slice(&self.rsaddr[..4]);
-            IpAddr::from(b)
-        } else {
-            IpAddr::from(self.rsaddr)
-        }
+    pub(crate) fn real_source(&self) -> IpAddr {
+        addr_from(self.af, &self.rsaddr)
     }
 }
 
@@ -219,14 +245,7 @@ unsafe extern "C" {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn rule(src: &str, dst: &str, port: u16) -> Rule {
-        Rule {
-            src: src.parse().unwrap(),
-            dst: dst.parse().unwrap(),
-            port,
-        }
-    }
+    use crate::core::rule::rule;
 
     fn cstr(field: &[u8]) -> &str {
         let end = field.iter().position(|&b| b == 0).unwrap();
@@ -292,7 +311,7 @@ mod tests {
             queue: Some("q".repeat(64)),
         };
         let e = FlatRule::new(&rule("192.0.2.2", "198.51.100.2", 2000), &opts).unwrap_err();
-        assert_eq!(e.0, "queue too long");
+        assert_eq!(e.to_string(), "queue too long");
     }
 
     #[test]
@@ -308,6 +327,7 @@ mod tests {
 
     #[test]
     fn natlook_query_and_answer() {
+        use std::net::SocketAddr;
         let c: SocketAddr = "192.0.2.2:40594".parse().unwrap();
         let s: SocketAddr = "198.51.100.2:21".parse().unwrap();
         let mut q = FlatNatlook::query(c, s, Dir::Out).unwrap();

@@ -1,10 +1,10 @@
 //! The ioctl seam: the few pf operations the backend needs, as a trait.
 //!
-//! The transaction and clean-up logic in [`super::PfEngine`] is generic over
-//! this trait so it compiles and is tested on every OS; only
-//! `device::BsdDevice` (FreeBSD/OpenBSD) implements it for real, by calling
-//! the C glue. pf cannot exist on Linux, so the tests use a recording fake
-//! here: the one place in the project where a fake is right.
+//! The transaction, bookkeeping and clean-up logic in `engine::PfEngine`
+//! is generic over this trait so it compiles and is tested on every OS. Two
+//! devices implement it for real: `device::BsdDevice` (FreeBSD/OpenBSD, the
+//! C glue) and `firewall::macos::MacDevice` (the pfctl crate). pf cannot
+//! exist on Linux, so the tests use a recording fake here.
 
 use super::ffi::{FlatNatlook, FlatRule};
 use crate::firewall::Error;
@@ -13,13 +13,13 @@ use crate::firewall::Error;
 /// where the OS wants one with every rule (FreeBSD), the address-pool
 /// ticket from DIOCBEGINADDRS (0 elsewhere).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Ticket {
-    pub rules: u32,
-    pub pool: u32,
+pub(crate) struct Ticket {
+    pub(crate) rules: u32,
+    pub(crate) pool: u32,
 }
 
 /// What the backend asks of `/dev/pf`.
-pub trait PfDevice {
+pub(crate) trait PfDevice {
     /// DIOCGETSTATUS: is pf enabled?
     fn running(&mut self) -> Result<bool, Error>;
     /// DIOCNATLOOK with `q`'s direction; true and `q.rsaddr` filled when the
@@ -37,18 +37,32 @@ pub trait PfDevice {
     fn list_anchors(&mut self, parent: &str) -> Result<Vec<String>, Error>;
 }
 
+/// `/dev/pf` opened read-write, as both real devices need it.
+#[cfg(any(target_os = "freebsd", target_os = "openbsd", target_os = "macos"))]
+pub(crate) fn open_dev_pf() -> Result<std::fs::File, Error> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/pf")
+        .map_err(|source| Error::Open {
+            what: "open /dev/pf",
+            source,
+        })
+}
+
 #[cfg(test)]
-pub mod fake {
+pub(crate) mod fake {
     //! A recording `/dev/pf` with a tiny model of anchors, enough to check
     //! call sequences and their effect.
 
     use std::collections::BTreeMap;
+    use std::io;
     use std::net::IpAddr;
 
     use super::*;
 
     #[derive(Clone, Debug, PartialEq, Eq)]
-    pub enum Call {
+    pub(crate) enum Call {
         Running,
         Natlook { dir: u8 },
         Begin(String),
@@ -59,26 +73,33 @@ pub mod fake {
     }
 
     #[derive(Default)]
-    pub struct Recorder {
-        pub calls: Vec<Call>,
-        pub enabled: bool,
+    pub(crate) struct Recorder {
+        pub(crate) calls: Vec<Call>,
+        pub(crate) enabled: bool,
         /// Answer of natlook per direction code (1 in, 2 out).
-        pub states: BTreeMap<u8, IpAddr>,
+        pub(crate) states: BTreeMap<u8, IpAddr>,
         /// Committed anchors (full path) and their rules.
-        pub anchors: BTreeMap<String, Vec<FlatRule>>,
+        pub(crate) anchors: BTreeMap<String, Vec<FlatRule>>,
         /// Make add_rule fail for this port (host order).
-        pub fail_port: Option<u16>,
+        pub(crate) fail_port: Option<u16>,
         next_ticket: u32,
         open: BTreeMap<String, (Ticket, Vec<FlatRule>)>,
     }
 
     impl Recorder {
-        pub fn new() -> Self {
+        pub(crate) fn new() -> Self {
             Recorder {
                 enabled: true,
                 next_ticket: 100,
                 ..Default::default()
             }
+        }
+    }
+
+    fn ioctl_error(name: &'static str, errno: i32) -> Error {
+        Error::Ioctl {
+            name,
+            source: io::Error::from_raw_os_error(errno),
         }
     }
 
@@ -119,14 +140,14 @@ pub mod fake {
             self.calls
                 .push(Call::AddRule(anchor.to_string(), ticket, *rule));
             if Some(u16::from_be(rule.port)) == self.fail_port {
-                return Err(Error("DIOCADDRULE: Invalid argument".into()));
+                return Err(ioctl_error("DIOCADDRULE", libc::EINVAL));
             }
             match self.open.get_mut(anchor) {
                 Some((t, rules)) if *t == ticket => {
                     rules.push(*rule);
                     Ok(())
                 }
-                _ => Err(Error("DIOCADDRULE: Device busy".into())),
+                _ => Err(ioctl_error("DIOCADDRULE", libc::EBUSY)),
             }
         }
 
@@ -142,7 +163,7 @@ pub mod fake {
                     }
                     Ok(())
                 }
-                _ => Err(Error("DIOCXCOMMIT: Device busy".into())),
+                _ => Err(ioctl_error("DIOCXCOMMIT", libc::EBUSY)),
             }
         }
 
