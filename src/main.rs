@@ -13,10 +13,11 @@ use ftpsesame::firewall;
 use ftpsesame::firewall::Firewall;
 use ftpsesame::firewall::dryrun::DryRun;
 use ftpsesame::logmsg;
-use ftpsesame::os::capture::{self, Live};
+use ftpsesame::os::capture;
 use ftpsesame::os::cli::{self, CliError, Options};
 use ftpsesame::os::daemon;
 use ftpsesame::os::signals::{Event, Signals};
+use ftpsesame::os::source::{Source, Spec};
 
 const PIDFILE: &str = "/var/run/ftpsesame.pid";
 const CHROOT: &str = "/var/empty";
@@ -90,7 +91,8 @@ fn live(opts: &Options, rule_opts: RuleOptions) -> Result<(), String> {
     if !nix::unistd::geteuid().is_root() {
         return Err("needs to start as root".into());
     }
-    let mut cap = Live::open(opts.interface.as_deref(), &opts.expression)?;
+    let spec = Spec::parse(opts.interface.as_deref()).map_err(|e| e.to_string())?;
+    let mut cap = Source::open(&spec, &opts.expression).map_err(|e| e.to_string())?;
     let fw = open_firewall(opts, rule_opts)?;
     let signals = Signals::install().map_err(|e| format!("signals: {e}"))?;
     let (_pidfile, ready) = if opts.foreground {
@@ -111,30 +113,36 @@ fn live(opts: &Options, rule_opts: RuleOptions) -> Result<(), String> {
         // The pfctl crate reopens /dev/pf for every change.
         logmsg!(Level::Notice, "macOS: keeping privileges for /dev/pf");
     } else {
-        let keep_net_admin = cfg!(target_os = "linux") && !opts.dry_run;
+        // An inline source's verdicts are nfnetlink messages too.
+        let keep_net_admin = cfg!(target_os = "linux") && (!opts.dry_run || spec.inline());
         daemon::drop_privileges(USER, Path::new(CHROOT), keep_net_admin)?;
     }
     logmsg!(
         Level::Notice,
         "listening on {} for \"{}\"{}",
-        cap.interface,
+        cap.name(),
         opts.expression,
         if opts.dry_run { " (dry run)" } else { "" }
     );
-    let mut engine = Engine::new(config(opts, cap.link, true), fw);
+    let mut engine = Engine::new(config(opts, cap.link(), true), fw);
     if let Some(ready) = ready {
         ready.done();
     }
     let result = run_loop(&mut cap, &signals, &mut engine);
     engine.shutdown();
     logmsg!(Level::Notice, "{}", engine.stats_line());
+    if let Some(c) = cap.counters() {
+        logmsg!(Level::Notice, "{}: {c}", cap.name());
+    }
     if let Some(d) = cap.kernel_drops() {
         logmsg!(Level::Notice, "capture: {d} packets dropped by the kernel");
     }
     result
 }
 
-fn run_loop(cap: &mut Live, signals: &Signals, engine: &mut Engine) -> Result<(), String> {
+fn run_loop(cap: &mut Source, signals: &Signals, engine: &mut Engine) -> Result<(), String> {
+    let name = cap.name();
+    let [src0, src1] = cap.fds();
     // Packets the kernel dropped because we fell behind: said while running,
     // at most once a second, since each one may have been a negotiation.
     let mut dropped = 0;
@@ -142,7 +150,12 @@ fn run_loop(cap: &mut Live, signals: &Signals, engine: &mut Engine) -> Result<()
     loop {
         let mut fds = [
             libc::pollfd {
-                fd: cap.fd(),
+                fd: src0,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: src1, // a second socket (divert, per family) or -1
                 events: libc::POLLIN,
                 revents: 0,
             },
@@ -160,21 +173,24 @@ fn run_loop(cap: &mut Live, signals: &Signals, engine: &mut Engine) -> Result<()
                 return Err(format!("poll: {e}"));
             }
         }
-        if fds[0].revents != 0 {
+        let revents = fds[0].revents | fds[1].revents;
+        if revents != 0 {
             let n = cap
                 .read(BATCH, |f| engine.packet(f.ts, f.data))
-                .map_err(|e| format!("{}: {e}", cap.interface))?;
-            if n == 0 && fds[0].revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
-                return Err(format!(
-                    "{}: capture failed (interface gone?)",
-                    cap.interface
-                ));
+                .map_err(|e| format!("{name}: {e}"))?;
+            if n == 0 && revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
+                return Err(format!("{name}: capture failed (interface gone?)"));
             }
         }
         let mut quit = false;
         signals.drain(&mut |ev| match ev {
             Event::Terminate => quit = true,
-            Event::Stats => logmsg!(Level::Notice, "{}", engine.stats_line()),
+            Event::Stats => {
+                logmsg!(Level::Notice, "{}", engine.stats_line());
+                if let Some(c) = cap.counters() {
+                    logmsg!(Level::Notice, "{name}: {c}");
+                }
+            }
             Event::Hangup => {}
         });
         if quit {

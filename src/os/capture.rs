@@ -5,6 +5,13 @@
 //! large enough for GRO-merged segments, and the filter is locked after it
 //! is set so that a compromised process cannot widen what it sees.
 //! Offline capture accepts pcap and pcapng and applies the same expression.
+//!
+//! libpcap's `nflog:N` device (Linux: packets an nftables `log group N`
+//! rule copies, after the filter) is opened the same way but takes no
+//! expression (libpcap can only filter it in user space, on the NFLOG
+//! header, which its compiler does not know): the rule chooses the packets.
+//! Its read reports "no packet waiting" as an error when non-blocking, so
+//! it is read one buffer at a time, only while its descriptor is readable.
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
@@ -43,11 +50,16 @@ fn link_of(lt: pcap::Linktype) -> Result<Link, String> {
     })
 }
 
+/// DLT_NFLOG: libpcap's netlink device for NFLOG groups.
+const DLT_NFLOG: i32 = 239;
+
 /// A live capture on one interface.
 pub struct Live {
     cap: Capture<Active>,
     pub link: Link,
     pub interface: String,
+    /// libpcap's NFLOG device: read buffer by buffer (see module docs).
+    netlink: bool,
 }
 
 impl Live {
@@ -59,6 +71,15 @@ impl Live {
                 .map_err(|e| format!("no default interface: {e}"))?
                 .ok_or("no default interface: use -i")?,
         };
+        Live::open_device(device, Some(expression))
+    }
+
+    /// Open NFLOG group `group` (libpcap's `nflog:N`), without a filter.
+    pub fn open_nflog(group: u16) -> Result<Live, String> {
+        Live::open_device(pcap::Device::from(format!("nflog:{group}").as_str()), None)
+    }
+
+    fn open_device(device: pcap::Device, expression: Option<&str>) -> Result<Live, String> {
         let name = device.name.clone();
         let mut cap = Capture::from_device(device)
             .and_then(|c| {
@@ -69,10 +90,15 @@ impl Live {
                     .open()
             })
             .map_err(|e| format!("{name}: {e}"))?;
-        cap.filter(expression, true)
-            .map_err(|e| format!("bad expression \"{expression}\": {e}"))?;
+        if let Some(expression) = expression {
+            cap.filter(expression, true)
+                .map_err(|e| format!("bad expression \"{expression}\": {e}"))?;
+        }
         let cap = cap.setnonblock().map_err(|e| format!("{name}: {e}"))?;
-        if let Err(e) = crate::os::bpflock::lock(cap.as_raw_fd()) {
+        let netlink = cap.get_datalink().0 == DLT_NFLOG;
+        if netlink {
+            // No kernel filter to lock: the firewall rule is the filter.
+        } else if let Err(e) = crate::os::bpflock::lock(cap.as_raw_fd()) {
             // macOS bpf cannot be locked; everywhere else this is fatal.
             if e.kind() != std::io::ErrorKind::Unsupported {
                 return Err(format!("{name}: locking the capture filter: {e}"));
@@ -87,6 +113,7 @@ impl Live {
             cap,
             link,
             interface: name,
+            netlink,
         })
     }
 
@@ -98,6 +125,9 @@ impl Live {
     /// Hand up to `budget` waiting packets to `f`. Returns how many were
     /// read, or the capture's error (interface gone, and the like).
     pub fn read(&mut self, budget: usize, mut f: impl FnMut(Frame<'_>)) -> Result<usize, String> {
+        if self.netlink {
+            return self.read_buffers(budget, f);
+        }
         let mut n = 0;
         while n < budget {
             match self.cap.next_packet() {
@@ -115,10 +145,44 @@ impl Live {
         Ok(n)
     }
 
+    /// The netlink device: one buffer per `pcap_dispatch`, and only while
+    /// the descriptor is readable (a whole buffer is always consumed, so
+    /// nothing is left behind in libpcap when we go back to poll).
+    fn read_buffers(
+        &mut self,
+        budget: usize,
+        mut f: impl FnMut(Frame<'_>),
+    ) -> Result<usize, String> {
+        let mut n = 0;
+        while n < budget && readable(self.cap.as_raw_fd()) {
+            n += self
+                .cap
+                .dispatch(None, |p| {
+                    f(Frame {
+                        ts: ts_us(p.header),
+                        data: p.data,
+                    })
+                })
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(n)
+    }
+
     /// Packets the kernel dropped because we were too slow (pcap_stats).
     pub fn kernel_drops(&mut self) -> Option<u32> {
         self.cap.stats().ok().map(|s| s.dropped)
     }
+}
+
+/// True when `fd` has something to read now.
+fn readable(fd: RawFd) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no wait.
+    unsafe { libc::poll(&mut p, 1, 0) > 0 && p.revents & libc::POLLIN != 0 }
 }
 
 /// A capture file.
