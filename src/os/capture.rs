@@ -8,8 +8,8 @@
 //!
 //! libpcap's `nflog:N` device (Linux: packets an nftables `log group N`
 //! rule copies, after the filter) is opened the same way but takes no
-//! expression (libpcap can only filter it in user space, on the NFLOG
-//! header, which its compiler does not know): the rule chooses the packets.
+//! expression: libpcap's filter compiler cannot look past the NFLOG
+//! header into its TLVs, so the rule chooses the packets.
 //! Its read reports "no packet waiting" as an error when non-blocking, so
 //! it is read one buffer at a time, only while its descriptor is readable.
 
