@@ -174,16 +174,22 @@ class Lab:
         except (IndexError, ValueError):
             raise RuntimeError("transfer loop failed: " + p.stderr[-400:]) from None
 
-    def queues(self):
-        """The firewall's bound nfnetlink queues: {number: packets held now}."""
+    def queue_stats(self):
+        """The firewall's bound nfnetlink queues, {number: {"held": packets held
+        now, "dropped": packets the kernel dropped because the queue was full,
+        "user_dropped": messages it could not deliver}}."""
         p = subprocess.run(netns(NS_FW, "cat", "/proc/net/netfilter/nfnetlink_queue"),
                            capture_output=True, text=True)
-        held = {}
+        stats = {}
         for line in p.stdout.splitlines():
             f = line.split()
-            if len(f) >= 3:
-                held[int(f[0])] = int(f[2])
-        return held
+            if len(f) >= 7:
+                stats[int(f[0])] = {"held": int(f[2]), "dropped": int(f[5]), "user_dropped": int(f[6])}
+        return stats
+
+    def queues(self):
+        """The firewall's bound nfnetlink queues: {number: packets held now}."""
+        return {n: q["held"] for n, q in self.queue_stats().items()}
 
     def hold(self, family, mode, timeout=10.0):
         """Start a session that negotiated a data connection and waits; returns

@@ -12,6 +12,8 @@ correctness tests, not timing tests.
     and IPv6, passive and active; passive through masquerade;
   * nfqueue: 1,000 passive transfers with two busy loops on the two CPUs: none
     fails, no data SYN dropped, nothing left held in the queue;
+  * nfqueue: with the daemon stopped the full queue lets packets pass rather
+    than drop them (fail-open), and every held packet is released on resume;
   * nfqueue: SIGKILL during a transfer: the control connection goes on (bypass),
     no packet stays held, data connections fail as without the daemon, and a
     restarted daemon binds the queue again and works;
@@ -23,6 +25,8 @@ Without root or a tool the tests skip, or FAIL when FTPSESAME_E2E=required.
 
 import os
 import signal
+import socket
+import struct
 import subprocess
 import time
 from dataclasses import dataclass
@@ -183,11 +187,11 @@ def test_nfqueue_daemon_killed_mid_transfer(lab, start_daemon):
     holder, reply = lab.hold(4, "pasv", timeout=15)
     out = os.path.join(lab.tmp, "killed.out")
     slow = subprocess.Popen(
-        labpy.netns(NS_C, "curl", "-sS", "--max-time", "20", "--limit-rate", "1M", "-o", out,
+        labpy.netns(NS_C, "curl", "-sS", "--max-time", "20", "--limit-rate", "256K", "-o", out,
                     f"ftp://{ADDR[4]['server']}/big.bin"),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        time.sleep(0.4)  # the download is under way (1 MiB at 1 MiB/s)
+        time.sleep(0.5)  # the download is under way (1 MiB at 256 KiB/s: 4 s)
         assert slow.poll() is None, "download finished before the kill"
         assert lab.queues().get(0) is not None, "queue 0 not bound while the daemon runs"
         d.proc.send_signal(signal.SIGKILL)
@@ -217,6 +221,57 @@ def test_nfqueue_daemon_killed_mid_transfer(lab, start_daemon):
     assert res.ok, f"after restart: {res.detail}\n{d2.text()}"
     assert lab.dropped_syns() == blocked, "a data SYN dropped after the restart"
     assert_nothing_held(lab)
+
+
+def raw_syns(n, first_port=20000):
+    """`n` SYNs to the server's port 21 from the client, from consecutive
+    source ports, over a raw socket (no client sockets, no handshakes)."""
+    src, dst = ADDR[4]["client"], ADDR[4]["server"]
+    with labpy.in_netns(NS_C):
+        s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
+    try:
+        for i in range(n):
+            hdr = struct.pack("!HHIIBBHHH", first_port + i, 21, 1000 * i + 1, 0, 5 << 4, 0x02,
+                              64240, 0, 0)
+            pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!BBH", 0, 6, len(hdr))
+            data = pseudo + hdr
+            total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+            while total >> 16:
+                total = (total & 0xFFFF) + (total >> 16)
+            hdr = hdr[:16] + struct.pack("!H", ~total & 0xFFFF) + hdr[18:]
+            s.sendto(hdr, (dst, 0))
+    finally:
+        s.close()
+
+
+def test_nfqueue_full_queue_fails_open(lab, start_daemon):
+    """A stopped daemon: the kernel holds 1,024 packets and lets the rest pass
+    unobserved instead of dropping them (fail-open); once the daemon runs
+    again it releases every held packet and goes on working."""
+    lab.mode("sesame", source="nfqueue")
+    lab.server("vsftpd")
+    d = start_daemon("nfqueue")
+    d.signal(signal.SIGSTOP)
+    try:
+        raw_syns(1200)
+        end = time.monotonic() + 5
+        while lab.queue_stats()[0]["held"] < 1024 and time.monotonic() < end:
+            time.sleep(0.05)
+        q = lab.queue_stats()[0]
+        assert q["held"] == 1024, f"queue not full: {q}"
+        assert q["dropped"] == 0, f"the full queue dropped packets instead of passing them: {q}"
+    finally:
+        d.signal(signal.SIGCONT)
+    end = time.monotonic() + 5
+    while lab.queues().get(0) and time.monotonic() < end:
+        time.sleep(0.05)
+    assert lab.queues() == {0: 0}, f"packets still held after the daemon resumed: {lab.queue_stats()}"
+    res = lab.transfer("curl", 4, "pasv", timeout=OK_TIMEOUT)
+    assert res.ok, f"after the flood: {res.detail}\n{d.text()[-2000:]}"
+    assert lab.dropped_syns() == 0
+    assert d.stop() == 0, d.text()[-2000:]
+    q = lab.queue_stats()
+    assert q == {}, f"queue still bound after the daemon exited: {q}"
 
 
 @pytest.mark.parametrize("source", ["nfqueue", "nflog"])
