@@ -117,11 +117,15 @@ fn live(opts: &Options, rule_opts: RuleOptions) -> Result<(), String> {
         let keep_net_admin = cfg!(target_os = "linux") && (!opts.dry_run || spec.inline());
         daemon::drop_privileges(USER, Path::new(CHROOT), keep_net_admin)?;
     }
+    // Only an interface capture applies the expression.
+    let filter = match spec {
+        Spec::Interface(_) => format!(" for \"{}\"", opts.expression),
+        _ => String::new(),
+    };
     logmsg!(
         Level::Notice,
-        "listening on {} for \"{}\"{}",
+        "listening on {}{filter}{}",
         cap.name(),
-        opts.expression,
         if opts.dry_run { " (dry run)" } else { "" }
     );
     let mut engine = Engine::new(config(opts, cap.link(), true), fw);
