@@ -176,6 +176,26 @@ def test_nfqueue_under_cpu_load(lab, start_daemon):
     assert " 0 overruns" in log, log[-1000:]
 
 
+SLOW_GET = r"""
+import ftplib, hashlib, sys, time
+ftp = ftplib.FTP(sys.argv[1], timeout=20)
+ftp.login()
+ftp.voidcmd("TYPE I")
+conn = ftp.transfercmd("RETR big.bin")
+h = hashlib.sha256()
+while True:
+    block = conn.recv(16384)
+    if not block:
+        break
+    h.update(block)
+    time.sleep(0.03)
+conn.close()
+ftp.voidresp()  # the 226 crosses the firewall after the kill
+ftp.quit()
+print(h.hexdigest())
+"""
+
+
 def test_nfqueue_daemon_killed_mid_transfer(lab, start_daemon):
     """SIGKILL while a download runs and another session holds a negotiated
     data connection: the kernel unbinds the queue, bypass lets the control
@@ -185,13 +205,16 @@ def test_nfqueue_daemon_killed_mid_transfer(lab, start_daemon):
     lab.server("vsftpd")
     d = start_daemon("nfqueue")
     holder, reply = lab.hold(4, "pasv", timeout=15)
-    out = os.path.join(lab.tmp, "killed.out")
-    slow = subprocess.Popen(
-        labpy.netns(NS_C, "curl", "-sS", "--max-time", "20", "--limit-rate", "256K", "-o", out,
-                    f"ftp://{ADDR[4]['server']}/big.bin"),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A download the client reads slowly (16 KiB every 30 ms: 2 s for 1 MiB),
+    # whatever the buffers hold, so the kill lands in the middle of it.
+    slow = subprocess.Popen(labpy.netns(NS_C, "python3", "-c", SLOW_GET, ADDR[4]["server"]),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        time.sleep(0.5)  # the download is under way (1 MiB at 256 KiB/s: 4 s)
+        # Both sessions have their hole (the slow one's 227 was released after
+        # it), then the download runs for a moment.
+        els = lab.wait_elements(lambda e: len(e) >= 2)
+        assert len(els) >= 2, f"no hole for the download: {els}\n{d.text()}"
+        time.sleep(0.3)
         assert slow.poll() is None, "download finished before the kill"
         assert lab.queues().get(0) is not None, "queue 0 not bound while the daemon runs"
         d.proc.send_signal(signal.SIGKILL)
@@ -200,9 +223,9 @@ def test_nfqueue_daemon_killed_mid_transfer(lab, start_daemon):
         while 0 in lab.queues() and time.monotonic() < end:
             time.sleep(0.05)
         assert 0 not in lab.queues(), "queue still bound after the daemon died"
-        _, err = slow.communicate(timeout=30)
+        digest, err = slow.communicate(timeout=30)
         assert slow.returncode == 0, f"download broken by the kill: {err}"
-        assert labpy.sha256_file(out) == labpy.sha256_file(os.path.join(labpy.PUB, "big.bin"))
+        assert digest.strip() == labpy.sha256_file(os.path.join(labpy.PUB, "big.bin"))
         holder.stdin.write("\n")
         holder.stdin.flush()
         assert holder.wait(20) == 0, "held session could not QUIT: control traffic stuck"
