@@ -14,11 +14,12 @@ use ftpsesame::firewall;
 use ftpsesame::firewall::dryrun::DryRun;
 use ftpsesame::firewall::{Backend, Firewall};
 use ftpsesame::logmsg;
-use ftpsesame::os::capture::{self, Live};
+use ftpsesame::os::capture;
 use ftpsesame::os::cli::{self, Options};
 use ftpsesame::os::daemon;
 use ftpsesame::os::log;
 use ftpsesame::os::signals::{Event, Signals};
+use ftpsesame::os::source::{self, Source, Spec};
 
 const PIDFILE: &str = "/var/run/ftpsesame.pid";
 const CHROOT: &str = "/var/empty";
@@ -33,6 +34,13 @@ enum Fatal {
     Cli(cli::Error),
     NotRoot,
     Capture(capture::Error),
+    /// Opening the packet source `-i` names.
+    Source(source::Error),
+    /// Reading from the open source `name`.
+    Read {
+        name: String,
+        source: source::Error,
+    },
     Firewall(firewall::Error),
     Daemon(daemon::Error),
     Signals(std::io::Error),
@@ -45,6 +53,13 @@ impl fmt::Display for Fatal {
             Fatal::Cli(e) => e.fmt(f),
             Fatal::NotRoot => f.write_str("needs to start as root"),
             Fatal::Capture(e) => e.fmt(f),
+            Fatal::Source(e) => e.fmt(f),
+            // libpcap's errors name the interface already.
+            Fatal::Read {
+                source: source @ source::Error::Capture(_),
+                ..
+            } => source.fmt(f),
+            Fatal::Read { name, source } => write!(f, "{name}: {source}"),
             Fatal::Firewall(e) => e.fmt(f),
             Fatal::Daemon(e) => e.fmt(f),
             Fatal::Signals(e) => write!(f, "signals: {e}"),
@@ -62,6 +77,12 @@ impl From<cli::Error> for Fatal {
 impl From<capture::Error> for Fatal {
     fn from(e: capture::Error) -> Self {
         Fatal::Capture(e)
+    }
+}
+
+impl From<source::Error> for Fatal {
+    fn from(e: source::Error) -> Self {
+        Fatal::Source(e)
     }
 }
 
@@ -155,7 +176,8 @@ fn live(opts: &Options, rule_opts: RuleOptions) -> Result<(), Fatal> {
     if !nix::unistd::geteuid().is_root() {
         return Err(Fatal::NotRoot);
     }
-    let mut cap = Live::open(opts.interface.as_deref(), &opts.expression)?;
+    let spec = Spec::parse(opts.interface.as_deref())?;
+    let mut cap = Source::open(&spec, &opts.expression)?;
     let fw = open_firewall(opts, rule_opts)?;
     // Fork before installing the signal handlers: the waiting parent keeps
     // its own dispositions and shares no signal pipe with the daemon, and
@@ -179,30 +201,40 @@ fn live(opts: &Options, rule_opts: RuleOptions) -> Result<(), Fatal> {
         // The pfctl crate reopens /dev/pf for every change.
         logmsg!(Level::Notice, "macOS: keeping privileges for /dev/pf");
     } else {
-        let keep_net_admin = cfg!(target_os = "linux") && !opts.dry_run;
+        // An inline source's verdicts are nfnetlink messages too.
+        let keep_net_admin = cfg!(target_os = "linux") && (!opts.dry_run || spec.inline());
         daemon::drop_privileges(USER, Path::new(CHROOT), keep_net_admin)?;
     }
+    // Only an interface capture applies the expression.
+    let filter = match spec {
+        Spec::Interface(_) => format!(" for \"{}\"", opts.expression),
+        _ => String::new(),
+    };
     logmsg!(
         Level::Notice,
-        "listening on {} for \"{}\"{}",
-        cap.interface,
-        opts.expression,
+        "listening on {}{filter}{}",
+        cap.name(),
         if opts.dry_run { " (dry run)" } else { "" }
     );
-    let mut engine = Engine::new(config(opts, cap.link, true), fw);
+    let mut engine = Engine::new(config(opts, cap.link(), true), fw);
     if let Some(ready) = ready {
         ready.done();
     }
     let result = run_loop(&mut cap, &signals, &mut engine);
     engine.shutdown();
     logmsg!(Level::Notice, "{}", engine.stats_line());
+    if let Some(c) = cap.counters() {
+        logmsg!(Level::Notice, "{}: {c}", cap.name());
+    }
     if let Some(d) = cap.kernel_drops() {
         logmsg!(Level::Notice, "capture: {d} packets dropped by the kernel");
     }
     result
 }
 
-fn run_loop(cap: &mut Live, signals: &Signals, engine: &mut Engine) -> Result<(), Fatal> {
+fn run_loop(cap: &mut Source, signals: &Signals, engine: &mut Engine) -> Result<(), Fatal> {
+    let name = cap.name();
+    let [src0, src1] = cap.fds();
     // Packets the kernel dropped because we fell behind: said while running,
     // at most once a second, since each one may have been a negotiation.
     let mut dropped = 0;
@@ -210,7 +242,12 @@ fn run_loop(cap: &mut Live, signals: &Signals, engine: &mut Engine) -> Result<()
     loop {
         let mut fds = [
             libc::pollfd {
-                fd: cap.fd(),
+                fd: src0,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: src1, // a second socket (divert, per family) or -1
                 events: libc::POLLIN,
                 revents: 0,
             },
@@ -220,7 +257,7 @@ fn run_loop(cap: &mut Live, signals: &Signals, engine: &mut Engine) -> Result<()
                 revents: 0,
             },
         ];
-        // SAFETY: fds is a valid array of two pollfd for the duration of the call.
+        // SAFETY: fds is a valid array of pollfd for the duration of the call.
         let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 1000) };
         if r < 0 {
             let e = std::io::Error::last_os_error();
@@ -228,19 +265,27 @@ fn run_loop(cap: &mut Live, signals: &Signals, engine: &mut Engine) -> Result<()
                 return Err(Fatal::Poll(e));
             }
         }
-        if fds[0].revents != 0 {
-            let n = cap.read(BATCH, |f| engine.packet(f.ts, f.data))?;
-            if n == 0 && fds[0].revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
-                return Err(capture::Error::Gone {
-                    interface: cap.interface.clone(),
-                }
-                .into());
+        let revents = fds[0].revents | fds[1].revents;
+        if revents != 0 {
+            let n = cap
+                .read(BATCH, |f| engine.packet(f.ts, f.data))
+                .map_err(|source| Fatal::Read {
+                    name: name.clone(),
+                    source,
+                })?;
+            if n == 0 && revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
+                return Err(capture::Error::Gone { interface: name }.into());
             }
         }
         let mut quit = false;
         signals.drain(&mut |ev| match ev {
             Event::Terminate => quit = true,
-            Event::Stats => logmsg!(Level::Notice, "{}", engine.stats_line()),
+            Event::Stats => {
+                logmsg!(Level::Notice, "{}", engine.stats_line());
+                if let Some(c) = cap.counters() {
+                    logmsg!(Level::Notice, "{name}: {c}");
+                }
+            }
         });
         if quit {
             logmsg!(Level::Notice, "exiting on signal");

@@ -5,6 +5,13 @@
 //! snap length, and the filter is locked after it is set (`os::bpflock`
 //! says what that gives on each system).
 //! Offline capture accepts pcap and pcapng and applies the same expression.
+//!
+//! libpcap's `nflog:N` device (Linux: packets an nftables `log group N`
+//! rule copies, after the filter) is opened the same way but takes no
+//! expression: libpcap's filter compiler cannot look past the NFLOG
+//! header into its TLVs, so the rule chooses the packets.
+//! Its read reports "no packet waiting" as an error when non-blocking, so
+//! it is read one buffer at a time, only while its descriptor is readable.
 
 use std::fmt;
 use std::os::fd::{AsRawFd, RawFd};
@@ -18,7 +25,7 @@ use crate::core::decode::Link;
 /// of this size, so it is the jumbo-frame size (control-connection
 /// segments are small; a longer one is dropped as `short` and the stream
 /// resynchronises) rather than GRO's 64 KiB, which left room for 16 packets.
-const SNAPLEN: i32 = 9216;
+pub(crate) const SNAPLEN: i32 = 9216;
 /// Kernel ring: about 3,500 slots, enough to ride out a SYN flood burst.
 const BUFFER: i32 = 32 << 20;
 
@@ -127,11 +134,16 @@ fn expression_error(expression: &str) -> impl FnOnce(pcap::Error) -> Error + '_ 
     }
 }
 
+/// DLT_NFLOG: libpcap's netlink device for NFLOG groups.
+const DLT_NFLOG: i32 = 239;
+
 /// A live capture on one interface.
 pub struct Live {
     cap: Capture<Active>,
     pub link: Link,
     pub interface: String,
+    /// libpcap's NFLOG device: read buffer by buffer (see module docs).
+    netlink: bool,
 }
 
 impl Live {
@@ -143,6 +155,15 @@ impl Live {
                 .map_err(Error::Lookup)?
                 .ok_or(Error::NoDefaultInterface)?,
         };
+        Live::open_device(device, Some(expression))
+    }
+
+    /// Open NFLOG group `group` (libpcap's `nflog:N`), without a filter.
+    pub fn open_nflog(group: u16) -> Result<Live, Error> {
+        Live::open_device(pcap::Device::from(format!("nflog:{group}").as_str()), None)
+    }
+
+    fn open_device(device: pcap::Device, expression: Option<&str>) -> Result<Live, Error> {
         let name = device.name.clone();
         let open_error = |source| Error::Open {
             interface: name.clone(),
@@ -157,10 +178,15 @@ impl Live {
                     .open()
             })
             .map_err(open_error)?;
-        cap.filter(expression, true)
-            .map_err(expression_error(expression))?;
+        if let Some(expression) = expression {
+            cap.filter(expression, true)
+                .map_err(expression_error(expression))?;
+        }
         let cap = cap.setnonblock().map_err(open_error)?;
-        if let Err(e) = crate::os::bpflock::lock(cap.as_raw_fd()) {
+        let netlink = cap.get_datalink().0 == DLT_NFLOG;
+        if netlink {
+            // No kernel filter to lock: the firewall rule is the filter.
+        } else if let Err(e) = crate::os::bpflock::lock(cap.as_raw_fd()) {
             // macOS bpf cannot be locked; everywhere else this is fatal.
             if e.kind() != std::io::ErrorKind::Unsupported {
                 return Err(Error::Lock {
@@ -178,6 +204,7 @@ impl Live {
             cap,
             link,
             interface: name,
+            netlink,
         })
     }
 
@@ -189,6 +216,9 @@ impl Live {
     /// Hand up to `budget` waiting packets to `f`. Returns how many were
     /// read, or the capture's error (interface gone, and the like).
     pub fn read(&mut self, budget: usize, mut f: impl FnMut(Frame<'_>)) -> Result<usize, Error> {
+        if self.netlink {
+            return self.read_buffers(budget, f);
+        }
         let mut n = 0;
         while n < budget {
             match self.cap.next_packet() {
@@ -211,10 +241,47 @@ impl Live {
         Ok(n)
     }
 
+    /// The netlink device: one buffer per `pcap_dispatch`, and only while
+    /// the descriptor is readable (a whole buffer is always consumed, so
+    /// nothing is left behind in libpcap when we go back to poll).
+    fn read_buffers(
+        &mut self,
+        budget: usize,
+        mut f: impl FnMut(Frame<'_>),
+    ) -> Result<usize, Error> {
+        let mut n = 0;
+        while n < budget && readable(self.cap.as_raw_fd()) {
+            n += self
+                .cap
+                .dispatch(None, |p| {
+                    f(Frame {
+                        ts: ts_us(p.header),
+                        data: p.data,
+                    })
+                })
+                .map_err(|source| Error::Read {
+                    interface: self.interface.clone(),
+                    source,
+                })?;
+        }
+        Ok(n)
+    }
+
     /// Packets the kernel dropped because we were too slow (pcap_stats).
     pub fn kernel_drops(&mut self) -> Option<u32> {
         self.cap.stats().ok().map(|s| s.dropped)
     }
+}
+
+/// True when `fd` has something to read now.
+fn readable(fd: RawFd) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no wait.
+    unsafe { libc::poll(&mut p, 1, 0) > 0 && p.revents & libc::POLLIN != 0 }
 }
 
 /// A capture file.

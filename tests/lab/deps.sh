@@ -16,7 +16,8 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 export DEBIAN_FRONTEND=noninteractive
-APT_PKGS=(vsftpd lftp curl nftables iproute2 conntrack conntrackd tcpdump python3-pip)
+# iptables: iptables-nft's NFQUEUE target, for kernels without nftables' queue.
+APT_PKGS=(vsftpd lftp curl nftables iptables iproute2 conntrack conntrackd tcpdump python3-pip)
 missing=()
 for p in "${APT_PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")

@@ -19,6 +19,13 @@
 # named counter `dropped_syn` before the policy drops it; port 21 is always
 # accepted, so these are the dropped data SYNs.  `--nat` masquerades the client
 # on the server-side interface to-s.
+# Two options feed the daemon's packet sources after the filter:
+#   --nfqueue  control packets (TCP port 21, both directions, IPv4 and IPv6)
+#              go to NFQUEUE 0 with bypass, in mangle POSTROUTING (after the
+#              forward filter), through iptables-nft: this kernel lacks
+#              nftables' own `queue` statement.  For `ftpsesame -i nfqueue:0`.
+#   --nflog    the same packets are logged to NFLOG group 1 by a postrouting
+#              chain.  For `ftpsesame -i nflog:1`.
 #
 # Use as a CLI (`lab.sh up [--helper|--open] [--nat]`, `lab.sh down`, see
 # usage below) or source it and call the lab_* functions.  Namespace names
@@ -54,7 +61,11 @@ lab_exists() {
     lab_ns_exists "$FSLAB_FW"
 }
 
-# lab_up [--helper|--open|--sesame] [--nat]
+# The inline queue and the log group the lab's source options use.
+FSLAB_QUEUE=0
+FSLAB_NFLOG_GROUP=1
+
+# lab_up [--helper|--open|--sesame] [--nat] [--nfqueue] [--nflog]
 lab_up() {
     lab_down
     local ns
@@ -119,15 +130,19 @@ lab_down() {
     return 0
 }
 
-# Print the firewall ruleset for a mode: lab_fw_rules [--helper|--open|--sesame] [--nat]
+# Print the firewall ruleset for a mode:
+# lab_fw_rules [--helper|--open|--sesame] [--nat] [--nfqueue] [--nflog]
+# (--nfqueue adds nothing here: lab_fw_load adds its iptables-nft rules.)
 lab_fw_rules() {
-    local mode=sesame nat=0 a
+    local mode=sesame nat=0 nflog=0 a
     for a in "$@"; do
         case $a in
         --helper) mode=helper ;;
         --open) mode=open ;;
         --sesame) mode=sesame ;;
         --nat) nat=1 ;;
+        --nflog) nflog=1 ;;
+        --nfqueue) ;;
         *) echo "lab_fw_rules: unknown option $a" >&2; return 1 ;;
         esac
     done
@@ -165,6 +180,18 @@ EOF
     cat <<EOF
 		tcp flags & (fin | syn | rst | ack) == syn counter name "dropped_syn"
 	}
+EOF
+    if [ $nflog = 1 ]; then
+        # After the forward filter: only packets it passed are logged.
+        cat <<EOF
+	chain log_control {
+		type filter hook postrouting priority filter; policy accept;
+		tcp dport 21 log group $FSLAB_NFLOG_GROUP
+		tcp sport 21 log group $FSLAB_NFLOG_GROUP
+	}
+EOF
+    fi
+    cat <<EOF
 }
 EOF
     if [ $nat = 1 ]; then
@@ -180,11 +207,22 @@ EOF
 }
 
 # Replace the firewall's ruleset and forget its connections:
-# lab_fw_load [--helper|--open|--sesame] [--nat]
+# lab_fw_load [--helper|--open|--sesame] [--nat] [--nfqueue] [--nflog]
 lab_fw_load() {
-    local rules
+    local rules a ipt port
     rules=$(lab_fw_rules "$@") || return 1
     printf '%s\n' "$rules" | ip netns exec "$FSLAB_FW" nft -f - || return 1
+    for a in "$@"; do
+        [ "$a" = --nfqueue ] || continue
+        # mangle POSTROUTING comes after the forward filter (and before
+        # source NAT); bypass: packets flow unobserved while no daemon is bound.
+        for ipt in iptables-nft ip6tables-nft; do
+            for port in --dport --sport; do
+                ip netns exec "$FSLAB_FW" "$ipt" -t mangle -A POSTROUTING -p tcp "$port" 21 \
+                    -j NFQUEUE --queue-num "$FSLAB_QUEUE" --queue-bypass || return 1
+            done
+        done
+    done
     ip netns exec "$FSLAB_FW" conntrack -F 2>/dev/null
     return 0
 }
@@ -341,8 +379,10 @@ s.recv(1)
 
 lab_usage() {
     cat >&2 <<EOF
-usage: lab.sh up [--helper|--open] [--nat]    create the lab (default mode: sesame sets only)
-       lab.sh mode [--helper|--open|--sesame] [--nat]   reload the firewall ruleset
+usage: lab.sh up [--helper|--open] [--nat] [--nfqueue] [--nflog]
+                                          create the lab (default mode: sesame sets only)
+       lab.sh mode [--helper|--open|--sesame] [--nat] [--nfqueue] [--nflog]
+                                          reload the firewall ruleset
        lab.sh server vsftpd|proftpd|pyftpdlib|stop
        lab.sh rules [--helper|--open] [--nat]  print the ruleset
        lab.sh dropped | elements | status

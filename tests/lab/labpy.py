@@ -1,6 +1,6 @@
 """Python side of the network lab: drives lab.sh, runs clients, servers and the daemon.
 
-Used by test_e2e.py and race.py.  Every network action happens inside the lab's
+Used by test_e2e.py, test_inline.py and race.py.  Every network action happens inside the lab's
 namespaces (`ip netns exec`); this module only starts processes and reads the
 firewall's state (set elements, the dropped-SYN counter).
 """
@@ -30,6 +30,9 @@ ADDR = {
     6: {"client": "2001:db8:1::2", "server": "2001:db8:2::2", "fw_server_side": "2001:db8:2::1"},
 }
 DATA_MODES = ("pasv", "epsv", "port", "eprt")
+# Packet sources after the filter that lab.sh can feed (`--nfqueue`, `--nflog`),
+# and the -i each one gives the daemon.
+SOURCES = {"nfqueue": "nfqueue:0", "nflog": "nflog:1"}
 
 
 def daemon_bin():
@@ -49,6 +52,17 @@ def missing_prerequisites():
         import pyftpdlib  # noqa: F401
     except ImportError:
         return "python module pyftpdlib missing (run tests/lab/deps.sh)"
+    return None
+
+
+def missing_inline_prerequisites():
+    """Why the lab cannot queue packets here (lab.sh --nfqueue), or None."""
+    reason = missing_prerequisites()
+    if reason:
+        return reason
+    for tool in ("iptables-nft", "ip6tables-nft"):
+        if shutil.which(tool) is None:
+            return f"{tool} not found (run tests/lab/deps.sh)"
     return None
 
 
@@ -98,9 +112,10 @@ class Lab:
         lab("lab_down", check=False)
         shutil.rmtree(self.tmp, ignore_errors=True)
 
-    def mode(self, mode="sesame", nat=False):
-        """Load the firewall ruleset (resets the counter and conntrack)."""
-        args = ("--" + mode,) + (("--nat",) if nat else ())
+    def mode(self, mode="sesame", nat=False, source=None):
+        """Load the firewall ruleset (resets the counter and conntrack);
+        `source` ("nfqueue" or "nflog") also sends control packets there."""
+        args = ("--" + mode,) + (("--nat",) if nat else ()) + (("--" + source,) if source else ())
         lab("lab_fw_load", *args)
         self.fw = args
 
@@ -147,6 +162,34 @@ class Lab:
         if rc == 0 and got == want:
             return Result(True, dt, "checksum ok")
         return Result(False, dt, f"rc={rc} sha256 {'matches' if got == want else 'differs'}: {err[-400:]}")
+
+    def passive_loop(self, n, file="small.txt", limit=120.0, timeout=10.0):
+        """`n` passive transfers back to back on one ftplib control connection
+        (race.py's client loop); returns its JSON: done, failures, seconds, slowest."""
+        cmd = netns(NS_C, "python3", os.path.join(HERE, "race.py"), "--inner", ADDR[4]["server"],
+                    str(n), file, str(limit), str(timeout))
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=limit + 60)
+        try:
+            return json.loads(p.stdout.strip().splitlines()[-1])
+        except (IndexError, ValueError):
+            raise RuntimeError("transfer loop failed: " + p.stderr[-400:]) from None
+
+    def queue_stats(self):
+        """The firewall's bound nfnetlink queues, {number: {"held": packets held
+        now, "dropped": packets the kernel dropped because the queue was full,
+        "user_dropped": messages it could not deliver}}."""
+        p = subprocess.run(netns(NS_FW, "cat", "/proc/net/netfilter/nfnetlink_queue"),
+                           capture_output=True, text=True)
+        stats = {}
+        for line in p.stdout.splitlines():
+            f = line.split()
+            if len(f) >= 7:
+                stats[int(f[0])] = {"held": int(f[2]), "dropped": int(f[5]), "user_dropped": int(f[6])}
+        return stats
+
+    def queues(self):
+        """The firewall's bound nfnetlink queues: {number: packets held now}."""
+        return {n: q["held"] for n, q in self.queue_stats().items()}
 
     def hold(self, family, mode, timeout=10.0):
         """Start a session that negotiated a data connection and waits; returns
@@ -246,6 +289,26 @@ class Daemon:
                 return None
         self.log.close()
         return self.proc.returncode
+
+
+class cpu_hogs:
+    """Context manager: `n` busy loops in the firewall namespace (the daemon's
+    competition for the CPUs), killed on exit."""
+
+    def __init__(self, n=2):
+        self.n = n
+        self.procs = []
+
+    def __enter__(self):
+        for _ in range(self.n):
+            self.procs.append(subprocess.Popen(netns(NS_FW, "python3", "-c", "while 1: pass")))
+        return self
+
+    def __exit__(self, *exc):
+        for p in self.procs:
+            p.kill()
+            p.wait()
+        return False
 
 
 def proc_status(pid):

@@ -2,19 +2,28 @@
 """The race benchmark: can the firewall open the hole before the client's data SYN?
 
 N back-to-back passive transfers of a small file on ONE control connection
-(ftplib, PASV, RETR), through the lab firewall, in three modes in the same run:
+(ftplib, PASV, RETR), through the lab firewall, in these modes in the same run:
 
-    daemon  ftpsesame fills the nftables sets (skipped if the binary is missing)
-    helper  the kernel FTP helper, the performance peer
-    open    an open passive port range: the floor, no tracking at all
+    daemon   ftpsesame fills the nftables sets, capturing on an interface
+             (skipped, like the next two, if the binary is missing)
+    nfqueue  the same, inline: control packets held in NFQUEUE 0 until the
+             daemon has committed their hole (`-i nfqueue:0`)
+    nflog    the same, from NFLOG group 1 after the filter (`-i nflog:1`)
+    helper   the kernel FTP helper, the performance peer
+    open     an open passive port range: the floor, no tracking at all
 
 For each mode it reports the data SYNs the firewall dropped (named counter
 `dropped_syn`: every dropped SYN is a lost race costing a 1 s retransmit),
 total time, and ratios to the kernel helper; in daemon mode also the daemon's
 commit latency from its `stats:` log line (asked for with SIGUSR1, else read at
 exit).  Bounded: N transfers or --time-limit seconds per mode, whichever first.
+`--load K` runs K busy loops in the firewall namespace during each mode.
+`--latency` captures the control packets on both firewall interfaces and
+reports how long each spent crossing the firewall (in to out), p50/p99: for
+nfqueue mode that is the verdict latency, the time a packet is held.
 
-    sudo tests/lab/race.py [-n 1000] [--modes daemon,helper,open] [--time-limit 300]
+    sudo tests/lab/race.py [-n 1000] [--modes daemon,nfqueue,helper,open] [--load 2]
+                           [--latency] [--time-limit 300]
 
 This is a measurement, not a test: it prints figures and exits 0 unless the lab
 itself fails.
@@ -26,8 +35,10 @@ import json
 import os
 import re
 import signal
+import struct
 import subprocess
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -78,21 +89,107 @@ def stats_line(text):
     return lines[-1] if lines else None
 
 
+DAEMON_MODES = {"daemon": None, "nfqueue": "nfqueue", "nflog": "nflog"}
+
+
+def read_pcap(path):
+    """(ts_ns, outgoing, key) per packet of a `tcpdump -i any` capture (Linux
+    cooked v1 or v2, nanosecond timestamps); key identifies a TCP segment."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if len(data) < 24:
+        return []
+    magic = struct.unpack("<I", data[:4])[0]
+    endian = "<" if magic in (0xA1B23C4D, 0xA1B2C3D4) else ">"
+    nano = struct.unpack(endian + "I", data[:4])[0] == 0xA1B23C4D
+    linktype = struct.unpack(endian + "I", data[20:24])[0]
+    out, off = [], 24
+    while off + 16 <= len(data):
+        sec, frac, caplen, _ = struct.unpack(endian + "IIII", data[off:off + 16])
+        pkt = data[off + 16:off + 16 + caplen]
+        off += 16 + caplen
+        if linktype == 113:  # LINUX_SLL
+            pkttype, hdr = struct.unpack(">H", pkt[0:2])[0], 16
+        elif linktype == 276:  # LINUX_SLL2
+            pkttype, hdr = pkt[10], 20
+        else:
+            continue
+        ip = pkt[hdr:]
+        if not ip:
+            continue
+        if ip[0] >> 4 == 4:
+            ihl = (ip[0] & 15) * 4
+            addrs, tcp, plen = ip[12:20], ip[ihl:], struct.unpack(">H", ip[2:4])[0] - ihl
+        elif ip[0] >> 4 == 6:
+            addrs, tcp, plen = ip[8:40], ip[40:], struct.unpack(">H", ip[4:6])[0]
+        else:
+            continue
+        if len(tcp) < 20:
+            continue
+        key = (addrs, tcp[0:4], tcp[4:12], tcp[13], plen)
+        ts = sec * 1_000_000_000 + (frac if nano else frac * 1000)
+        out.append((ts, pkttype == 4, key))  # 4: PACKET_OUTGOING
+    return out
+
+
+def crossing_times(path):
+    """Microseconds each control packet spent in the firewall: from its
+    arrival on one interface to its departure on the other."""
+    arrived, times = {}, []
+    for ts, outgoing, key in read_pcap(path):
+        if not outgoing:
+            arrived.setdefault(key, ts)
+        elif key in arrived:
+            times.append((ts - arrived.pop(key)) / 1000)
+    return sorted(times)
+
+
+def percentile(sorted_values, q):
+    if not sorted_values:
+        return None
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+
+
+class Capture:
+    """tcpdump of the control packets on all firewall interfaces."""
+
+    def __init__(self, labpy):
+        fd, self.path = tempfile.mkstemp(prefix="race-", suffix=".pcap")
+        os.close(fd)
+        self.proc = subprocess.Popen(
+            labpy.netns(labpy.NS_FW, "tcpdump", "-i", "any", "-n", "-U", "-s", "200",
+                        "--time-stamp-precision=nano", "-w", self.path, "tcp port 21"),
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.proc.stderr.readline()  # "listening on any ..."
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.wait(10)
+        times = crossing_times(self.path)
+        os.unlink(self.path)
+        return times
+
+
 def run_mode(lab, labpy, mode, args):
-    lab.mode("sesame" if mode == "daemon" else mode)
+    source = DAEMON_MODES.get(mode)
+    lab.mode("sesame" if mode in DAEMON_MODES else mode, source=source)
     daemon = None
-    if mode == "daemon":
-        # The level admins run it at (-D 5), on the interface chosen.
+    if mode in DAEMON_MODES:
+        # The level admins run it at (-D 5), on the source chosen.
         extra = ("-D", str(args.level)) + (("-R",) if args.realtime else ())
-        daemon = labpy.Daemon(args.interface, extra)
+        daemon = labpy.Daemon(labpy.SOURCES[source] if source else args.interface, extra)
         if not daemon.wait_ready():
             daemon.stop()
             return {"mode": mode, "error": "daemon did not start: " + daemon.text()[-300:]}
     cmd = labpy.netns(labpy.NS_C, sys.executable, os.path.abspath(__file__), "--inner",
                       labpy.ADDR[4]["server"], str(args.n), args.file, str(args.time_limit),
                       str(args.timeout))
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.time_limit + 120)
+    capture = Capture(labpy) if args.latency else None
+    with labpy.cpu_hogs(args.load):
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.time_limit + 120)
     res = {"mode": mode}
+    if capture:
+        res["crossing_us"] = capture.stop()
     try:
         res.update(json.loads(p.stdout.strip().splitlines()[-1]))
     except (IndexError, ValueError):
@@ -130,10 +227,16 @@ def report(results):
         print(f"{r['mode']:<8} {r['done']:>6} {r['failures']:>6} {r['dropped_syns']:>13} "
               f"{r['seconds']:>9.2f} {per:>12.3f} {1000 * r['slowest']:>11.1f} {ratio:>10}")
     for r in results:
-        if r["mode"] == "daemon" and "seconds" in r:
+        times = r.get("crossing_us")
+        if times:
+            print(f"{r['mode']}: control packets crossing the firewall: {len(times)}, "
+                  f"p50 {percentile(times, 0.5):.0f} us, p99 {percentile(times, 0.99):.0f} us, "
+                  f"max {times[-1]:.0f} us")
+    for r in results:
+        if r["mode"] in DAEMON_MODES and "seconds" in r:
             m = LATENCY.search(r.get("stats") or "")
             latency = f"p50 {m.group(1)}{m.group(2)} p99 {m.group(3)}{m.group(4)}" if m else "not reported"
-            print(f"daemon: commit latency {latency}; cpu {r.get('daemon_cpu_s')} s; exit {r['daemon_exit']}; "
+            print(f"{r['mode']}: commit latency {latency}; cpu {r.get('daemon_cpu_s')} s; exit {r['daemon_exit']}; "
                   f"elements left {r['elements_left']}; stats line: {r.get('stats')}")
 
 
@@ -144,7 +247,11 @@ def main():
         return 0
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, default=1000, help="transfers per mode (default 1000)")
-    ap.add_argument("--modes", default="daemon,helper,open")
+    ap.add_argument("--modes", default="daemon,helper,open",
+                    help="comma-separated, from daemon,nfqueue,nflog,helper,open")
+    ap.add_argument("--load", type=int, default=0, help="busy loops on the firewall during each mode")
+    ap.add_argument("--latency", action="store_true",
+                    help="capture control packets on the firewall: time spent crossing it")
     ap.add_argument("--server", default="vsftpd", choices=("vsftpd", "proftpd", "pyftpdlib"))
     ap.add_argument("--file", default="small.txt")
     ap.add_argument("--time-limit", type=float, default=300, help="seconds per mode (default 300)")
@@ -163,16 +270,18 @@ def main():
         print("race.py: " + reason, file=sys.stderr)
         return 1
     modes = [m for m in args.modes.split(",") if m]
-    if "daemon" in modes and not os.access(labpy.daemon_bin(), os.X_OK):
-        print(f"race.py: {labpy.daemon_bin()} missing: daemon mode skipped", file=sys.stderr)
-        modes.remove("daemon")
+    if not os.access(labpy.daemon_bin(), os.X_OK):
+        for m in [m for m in modes if m in DAEMON_MODES]:
+            print(f"race.py: {labpy.daemon_bin()} missing: {m} mode skipped", file=sys.stderr)
+            modes.remove(m)
     lab = labpy.Lab()
     results = []
     try:
         lab.up()
         lab.server(args.server)
         print(f"race: {args.n} passive transfers of {args.file} per mode on one control "
-              f"connection, server {args.server}, modes {','.join(modes)}", flush=True)
+              f"connection, server {args.server}, modes {','.join(modes)}, "
+              f"{args.load} busy loops", flush=True)
         for mode in modes:
             results.append(run_mode(lab, labpy, mode, args))
             print(f"race: {mode} done", flush=True)

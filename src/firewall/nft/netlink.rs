@@ -36,7 +36,7 @@
 use std::io;
 use std::mem;
 use std::ops::ControlFlow;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 pub(crate) const NLMSG_HDRLEN: usize = 16;
@@ -255,6 +255,14 @@ impl Socket {
                 buf: &self.rbuf[..n],
             });
         }
+    }
+}
+
+/// For poll(2), and socket options only its user knows (an inline packet
+/// source sets its own buffer size and non-blocking mode).
+impl AsRawFd for Socket {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
     }
 }
 
