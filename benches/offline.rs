@@ -1,12 +1,13 @@
 //! Offline throughput: a generated capture with 100k concurrent control
 //! connections and two negotiations each (1.4M packets), replayed with
 //! `ftpsesame -r` and compared with `tcpdump -r FILE -w /dev/null` on the
-//! same file in the same run. Reports packets/s, the time ratio and peak
-//! RSS (from wait4's rusage). Not a test: it prints figures.
+//! same file in the same run. Reports packets/s, peak RSS (from wait4's
+//! rusage) and the time ratio, by wall time and by CPU time, smallest and
+//! median over the runs. Not a test: it prints figures.
 //!
-//! `cargo bench --bench offline` (SESSIONS=N to change the size, RUNS=N
-//! for more runs, KEEP=1 to keep the capture, VERBOSE=1 for each run, FTPSESAME_BIN=path to time
-//! another build).
+//! `cargo bench --bench offline`. Environment: SESSIONS=N changes the size,
+//! RUNS=N the number of runs (5), VERBOSE=1 prints each run, KEEP=1 keeps
+//! the capture, FTPSESAME_BIN=path times another build.
 
 #[path = "../tests/support/pcapgen.rs"]
 mod pcapgen;
