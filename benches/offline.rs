@@ -1,10 +1,13 @@
 //! Offline throughput: a generated capture with 100k concurrent control
 //! connections and two negotiations each (1.4M packets), replayed with
 //! `ftpsesame -r` and compared with `tcpdump -r FILE -w /dev/null` on the
-//! same file in the same run. Reports packets/s, the time ratio and peak
-//! RSS (from wait4's rusage). Not a test: it prints figures.
+//! same file in the same run. Reports packets/s, peak RSS (from wait4's
+//! rusage) and the time ratio, by wall time and by CPU time, smallest and
+//! median over the runs. Not a test: it prints figures.
 //!
-//! `cargo bench --bench offline` (SESSIONS=N to change the size).
+//! `cargo bench --bench offline`. Environment: SESSIONS=N changes the size,
+//! RUNS=N the number of runs (5), VERBOSE=1 prints each run, KEEP=1 keeps
+//! the capture, FTPSESAME_BIN=path times another build.
 
 #[path = "../tests/support/pcapgen.rs"]
 mod pcapgen;
@@ -80,9 +83,21 @@ fn generate(path: &std::path::Path, sessions: u32) -> u64 {
     n
 }
 
-/// Run a command, return (seconds, peak RSS KiB).
+/// What one run of a program cost.
+#[derive(Clone, Copy)]
+struct Run {
+    /// Elapsed seconds.
+    wall: f64,
+    /// User plus system CPU seconds: on a loaded machine this moves less
+    /// than wall time, which includes waiting for a CPU.
+    cpu: f64,
+    /// Peak resident set, KiB.
+    rss: i64,
+}
+
+/// Run a command to its end and say what it cost.
 #[allow(clippy::zombie_processes)] // reaped by wait4 below, which also gives its rusage
-fn measure(cmd: &mut Command) -> (f64, i64) {
+fn measure(cmd: &mut Command) -> Run {
     let start = Instant::now();
     let child = cmd
         .stdout(Stdio::null())
@@ -94,45 +109,81 @@ fn measure(cmd: &mut Command) -> (f64, i64) {
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: waiting for our own child; status and ru are valid out-pointers.
     let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
-    let secs = start.elapsed().as_secs_f64();
+    let wall = start.elapsed().as_secs_f64();
     assert_eq!(r, pid);
     let st = std::process::ExitStatus::from_raw(status);
     assert!(st.success(), "{cmd:?} failed: {st}");
-    (secs, ru.ru_maxrss)
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Run {
+        wall,
+        cpu: secs(ru.ru_utime) + secs(ru.ru_stime),
+        rss: ru.ru_maxrss,
+    }
+}
+
+fn env<T: std::str::FromStr>(name: &str) -> Option<T> {
+    std::env::var(name).ok().and_then(|s| s.parse().ok())
+}
+
+/// Smallest and median of `v` (sorted in place).
+fn min_median(v: &mut [f64]) -> (f64, f64) {
+    v.sort_by(f64::total_cmp);
+    (v[0], v[v.len() / 2])
 }
 
 fn main() {
-    let sessions: u32 = std::env::var("SESSIONS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(100_000);
-    let path = std::env::temp_dir().join(format!("ftpsesame-bench-{sessions}.pcap"));
+    let sessions: u32 = env("SESSIONS").unwrap_or(100_000);
+    let runs: usize = env("RUNS").unwrap_or(5).max(1);
+    // The process id keeps concurrent runs from sharing one file.
+    let path = std::env::temp_dir().join(format!(
+        "ftpsesame-bench-{sessions}-{}.pcap",
+        std::process::id()
+    ));
     let packets = generate(&path, sessions);
     let size = std::fs::metadata(&path).unwrap().len();
     println!(
         "capture: {packets} packets, {sessions} concurrent sessions, {} MB",
         size / 1_000_000
     );
-    let bin = env!("CARGO_BIN_EXE_ftpsesame");
+    // FTPSESAME_BIN times another build against tcpdump on this capture.
+    let bin = std::env::var("FTPSESAME_BIN").unwrap_or(env!("CARGO_BIN_EXE_ftpsesame").into());
+    let verbose = std::env::var_os("VERBOSE").is_some();
     let p = path.to_str().unwrap();
     let m = (sessions + 1000).to_string();
-    let mut best = (f64::MAX, 0, f64::MAX);
-    for _ in 0..3 {
-        let (t_ours, rss) = measure(Command::new(bin).args(["-d", "-D", "5", "-m", &m, "-r", p]));
-        let (t_tcpdump, _) = measure(Command::new("tcpdump").args(["-r", p, "-w", "/dev/null"]));
-        if t_ours < best.0 {
-            best = (t_ours, rss, t_tcpdump.min(best.2));
+    // Each run times both programs back to back, so its ratio compares them
+    // under about the same load.
+    let (mut wall, mut cpu) = (Vec::new(), Vec::new());
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    let mut rss = 0;
+    for _ in 0..runs {
+        let a = measure(Command::new(&bin).args(["-d", "-D", "5", "-m", &m, "-r", p]));
+        let b = measure(Command::new("tcpdump").args(["-r", p, "-w", "/dev/null"]));
+        if verbose {
+            println!(
+                "run: ftpsesame {:.3} s ({:.3} s cpu), tcpdump {:.3} s ({:.3} s cpu)",
+                a.wall, a.cpu, b.wall, b.cpu
+            );
         }
-        best.2 = best.2.min(t_tcpdump);
+        wall.push(a.wall / b.wall);
+        cpu.push(a.cpu / b.cpu);
+        ours.push(a.wall);
+        theirs.push(b.wall);
+        rss = rss.max(a.rss);
     }
-    let (t_ours, rss, t_tcpdump) = best;
+    let (t_ours, _) = min_median(&mut ours);
+    let (t_tcpdump, _) = min_median(&mut theirs);
+    let (wall_min, wall_median) = min_median(&mut wall);
+    let (cpu_min, cpu_median) = min_median(&mut cpu);
     println!(
         "ftpsesame -r: {t_ours:.3} s, {:.0} packets/s, peak RSS {} MB",
         packets as f64 / t_ours,
         rss / 1024
     );
     println!("tcpdump -r -w /dev/null: {t_tcpdump:.3} s");
-    println!("ratio ftpsesame/tcpdump: {:.2}x", t_ours / t_tcpdump);
+    println!(
+        "ratio ftpsesame/tcpdump over {runs} runs: wall min {wall_min:.2}x median {wall_median:.2}x, \
+         cpu min {cpu_min:.2}x median {cpu_median:.2}x"
+    );
     if std::env::var_os("KEEP").is_none() {
         let _ = std::fs::remove_file(&path);
     }

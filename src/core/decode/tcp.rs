@@ -12,8 +12,8 @@
 use std::net::IpAddr;
 use std::ops::BitOr;
 
-use super::ip::{fold, sum};
-use super::{Drop, Segment};
+use super::checksum::{add, fold, le16, sum, sum_from};
+use super::{Drop, Segment, bytes};
 
 /// TCP header (RFC 9293 3.1).
 mod field {
@@ -179,14 +179,10 @@ pub enum Checksum {
     Unverified,
 }
 
-#[inline]
-fn be32(b: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
 /// `body` is the whole IP payload, already cut to the IP length, so a TCP
 /// header that does not fit is a length lie, not a short capture. `pseudo`
 /// is the unfolded sum of the IP pseudo-header.
+#[inline(always)]
 pub(super) fn segment(
     src: IpAddr,
     dst: IpAddr,
@@ -194,35 +190,45 @@ pub(super) fn segment(
     pseudo: u64,
     outgoing: bool,
 ) -> Result<Segment<'_>, Drop> {
-    let h = body.get(..field::HEADER).ok_or(Drop::BadLength)?;
+    let h: &[u8; field::HEADER] = body.first_chunk().ok_or(Drop::BadLength)?;
     let header_len = usize::from(h[field::DATA_OFFSET] >> 4) * 4;
     if header_len < field::HEADER || header_len > body.len() {
         return Err(Drop::BadLength);
     }
     let flags = Flags(h[field::FLAGS] & 0x3f);
     let control = Control::of(flags).ok_or(Drop::BadFlags)?;
+    // One sum of the segment serves both answers: with the pseudo-header
+    // it must fold to 0xffff; if it does not, the field may still hold the
+    // bare pseudo-header sum offload leaves. The fixed header is summed on
+    // its own, its length known at compile time, so a bare ACK costs no
+    // loop at all.
     let checksum = if outgoing {
         Checksum::Unverified
-    } else if fold(pseudo + sum(body)) == 0xffff {
+    } else if fold(add(add(pseudo, sum(h)), sum_from(body, field::HEADER))) == 0xffff {
         Checksum::Valid
-    } else if u16::from_be_bytes([h[field::CHECKSUM], h[field::CHECKSUM + 1]]) == fold(pseudo) {
+    } else if le16(&bytes(h, field::CHECKSUM)) == fold(pseudo) {
         // Exactly the pseudo-header sum: what checksum offload and GRO
         // leave in the field for the NIC or nobody to finish.
         Checksum::Unverified
     } else {
         Checksum::Bad
     };
+    let opts = if header_len > field::HEADER {
+        TcpOpts::parse(&body[field::HEADER..header_len], flags.has(Flags::SYN))
+    } else {
+        TcpOpts::default()
+    };
     Ok(Segment {
         src,
         dst,
-        sport: u16::from_be_bytes([h[field::SPORT], h[field::SPORT + 1]]),
-        dport: u16::from_be_bytes([h[field::DPORT], h[field::DPORT + 1]]),
-        seq: be32(h, field::SEQ),
-        ack: be32(h, field::ACK),
+        sport: u16::from_be_bytes(bytes(h, field::SPORT)),
+        dport: u16::from_be_bytes(bytes(h, field::DPORT)),
+        seq: u32::from_be_bytes(bytes(h, field::SEQ)),
+        ack: u32::from_be_bytes(bytes(h, field::ACK)),
         flags,
         control,
-        window: u16::from_be_bytes([h[field::WINDOW], h[field::WINDOW + 1]]),
-        opts: TcpOpts::parse(&body[field::HEADER..header_len], flags.has(Flags::SYN)),
+        window: u16::from_be_bytes(bytes(h, field::WINDOW)),
+        opts,
         checksum,
         payload: &body[header_len..],
     })
