@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use ftpsesame::core::engine::{Config, Engine, Timeouts, now_us};
+use ftpsesame::core::engine::{Config, ControlPorts, Engine, Timeouts, now_us};
 use ftpsesame::core::log::{self, Level};
 use ftpsesame::core::rule::RuleOptions;
 use ftpsesame::firewall;
@@ -62,6 +62,7 @@ fn config(opts: &Options, link: ftpsesame::core::decode::Link, live: bool) -> Co
         timeouts: Timeouts::default(),
         live,
         recheck_state: live && !opts.dry_run,
+        control_ports: ControlPorts::from_expression(&opts.expression),
     }
 }
 

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use pcapgen::{Conversation, LINKTYPE_ETHERNET, PcapWriter, SYN, ethernet_tcp};
+use pcapgen::{ACK, Conversation, LINKTYPE_ETHERNET, PSH, PcapWriter, SYN, ethernet_tcp};
 
 const C4: &str = "192.0.2.2:40594";
 const S4: &str = "198.51.100.2:21";
@@ -517,4 +517,197 @@ fn drop_lines_are_rate_limited_but_counted() {
         .find(|l| l.starts_with("stats:"))
         .expect("stats line");
     assert!(stats.contains("fragment 100"), "{stats}");
+}
+
+fn stats_line(lines: &[String]) -> &str {
+    lines
+        .iter()
+        .find(|l| l.starts_with("stats:"))
+        .expect("stats line")
+}
+
+#[test]
+fn syn_from_port_21_is_not_an_ftp_client() {
+    // A client connects from source port 21 to a service that reflects
+    // what it is sent (an echo server on port 7).
+    let mut cap = Capture::new();
+    let mut c = Conversation::new(sa("192.0.2.2:21"), sa("198.51.100.2:7"), 100, 900);
+    cap.extend(c.handshake());
+    cap.push(c.server(b"220 ready\r\n"));
+    cap.push(c.client(b"PASV\r\n"));
+    cap.push(c.server(b"227 Entering Passive Mode (198,51,100,2,12,234)\r\n"));
+    let lines = replay(&cap, "from21", &[]);
+    assert!(allowing(&lines).is_empty(), "{lines:#?}");
+    assert!(
+        !lines.iter().any(|l| l.contains("session init")),
+        "{lines:#?}"
+    );
+}
+
+#[test]
+fn non_standard_control_port_from_the_expression() {
+    let cap = session(
+        C4,
+        "198.51.100.2:2121",
+        &[(
+            b"PASV\r\n",
+            b"227 Entering Passive Mode (198,51,100,2,195,80)\r\n",
+        )],
+    );
+    let path = cap.write("port2121");
+    let run = |expr: &[&str]| {
+        let mut args = vec!["-d", "-n", "-D", "6", "-r", path.to_str().unwrap()];
+        args.extend_from_slice(expr);
+        let out = ftpsesame(&args);
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        err.lines().map(str::to_string).collect::<Vec<_>>()
+    };
+    // Every TCP packet is read, but 2121 is not a control port by default.
+    assert!(allowing(&run(&["tcp"])).is_empty());
+    assert_eq!(
+        allowing(&run(&["tcp", "port", "2121"])),
+        ["#1 allowing 192.0.2.2 to 198.51.100.2 port 50000"]
+    );
+}
+
+#[test]
+fn ipv4_mapped_ipv6_cannot_speak_for_the_server() {
+    // The client's real SYN, then a "SYN/ACK" and a 227 sent by the client
+    // from the IPv4-mapped form of its own address.
+    let mut cap = Capture::new();
+    let c = Conversation::new(sa(C4), sa(S4), 1000, 0);
+    cap.push(ethernet_tcp(sa(C4), sa(S4), 1000, 0, SYN, b""));
+    let me = sa("[::ffff:192.0.2.2]:40594");
+    let them = sa("[::ffff:198.51.100.2]:21");
+    cap.push(ethernet_tcp(me, them, 5000, 1001, SYN | ACK, b""));
+    cap.push(ethernet_tcp(me, them, 1001, 5001, ACK, b""));
+    cap.push(ethernet_tcp(me, them, 5001, 1001, PSH | ACK, b"220 hi\r\n"));
+    cap.push(ethernet_tcp(me, them, 1001, 5009, PSH | ACK, b"PASV\r\n"));
+    cap.push(ethernet_tcp(
+        me,
+        them,
+        5009,
+        1007,
+        PSH | ACK,
+        b"227 Entering Passive Mode (198,51,100,2,12,234)\r\n",
+    ));
+    let _ = c;
+    let lines = replay(&cap, "mapped", &[]);
+    assert!(allowing(&lines).is_empty(), "{lines:#?}");
+}
+
+#[test]
+fn lost_final_handshake_ack() {
+    let mut cap = Capture::new();
+    let mut c = Conversation::new(sa(C4), sa(S4), 1000, 5000);
+    let hs = c.handshake();
+    cap.push(hs[0].clone());
+    cap.push(hs[1].clone()); // the client's ACK was not captured
+    cap.push(c.server(b"220 ready\r\n"));
+    cap.push(c.client(b"PASV\r\n"));
+    cap.push(c.server(b"227 Entering Passive Mode (198,51,100,2,195,80)\r\n"));
+    assert_eq!(
+        allowing(&replay(&cap, "lostack", &[])),
+        ["#1 allowing 192.0.2.2 to 198.51.100.2 port 50000"]
+    );
+}
+
+#[test]
+fn discarded_long_line_pairs_with_its_own_reply() {
+    let mut long = vec![b'A'; 600];
+    long.extend_from_slice(b"\r\nPORT 192,0,2,2,195,80\r\n");
+    let cap = session(
+        C4,
+        S4,
+        &[(&long, b"500 Command line too long\r\n200 PORT ok\r\n")],
+    );
+    let lines = replay(&cap, "longline", &[]);
+    assert_eq!(
+        allowing(&lines),
+        ["#1 allowing 198.51.100.2 to 192.0.2.2 port 50000"]
+    );
+    assert!(!lines.iter().any(|l| l.contains("closed")), "{lines:#?}");
+    assert!(stats_line(&lines).contains("long lines 1"));
+}
+
+#[test]
+fn unanswered_port_commands_keep_one_hole() {
+    let mut cap = Capture::new();
+    let mut c = Conversation::new(sa(C4), sa(S4), 1000, 5000);
+    cap.extend(c.handshake());
+    cap.push(c.server(b"220 ready\r\n"));
+    for i in 0..16u32 {
+        let p = 50000 + i;
+        cap.push(c.client(format!("PORT 192,0,2,2,{},{}\r\n", p / 256, p % 256).as_bytes()));
+    }
+    let lines = replay(&cap, "pileup", &[]);
+    assert_eq!(allowing(&lines).len(), 16, "{lines:#?}");
+    let closed: Vec<&String> = lines.iter().filter(|l| l.contains("no reply")).collect();
+    assert_eq!(closed.len(), 15, "{lines:#?}");
+    assert_eq!(closed[0], "#1 active: no reply, port 50000 closed");
+    assert_eq!(closed[14], "#1 active: no reply, port 50014 closed");
+    // At shutdown only the last one is still there to remove.
+}
+
+#[test]
+fn bytes_the_server_discards_open_nothing() {
+    // Each injected PORT is in sequence but a real TCP would drop it; the
+    // NOOP the client then sends at the same place is what the server reads.
+    type Forge = fn(&Conversation) -> Vec<u8>;
+    let port = b"PORT 192,0,2,2,195,80\r\n";
+    let cases: [(&str, Forge); 2] = [
+        ("no ACK flag", |c| {
+            ethernet_tcp(
+                c.client,
+                c.server,
+                c.cseq,
+                c.sseq,
+                PSH,
+                b"PORT 192,0,2,2,195,80\r\n",
+            )
+        }),
+        ("ACK for data never sent", |c| {
+            ethernet_tcp(
+                c.client,
+                c.server,
+                c.cseq,
+                c.sseq.wrapping_add(100_000),
+                PSH | ACK,
+                b"PORT 192,0,2,2,195,80\r\n",
+            )
+        }),
+    ];
+    for (name, forge) in cases {
+        let mut cap = Capture::new();
+        let mut c = Conversation::new(sa(C4), sa(S4), 1000, 5000);
+        cap.extend(c.handshake());
+        cap.push(c.server(b"220 ready\r\n"));
+        cap.push(forge(&c));
+        let noop = b"NOOP\r\nNOOP\r\nHELP NOOP\r\n";
+        assert_eq!(noop.len(), port.len());
+        cap.push(c.client(noop));
+        cap.push(c.server(b"200 ok\r\n200 ok\r\n200 ok\r\n"));
+        let lines = replay(&cap, "discarded", &[]);
+        assert!(allowing(&lines).is_empty(), "{name}: {lines:#?}");
+    }
+}
+
+#[test]
+fn gap_filled_with_different_bytes_reads_the_filler() {
+    // A PORT arrives ahead of a gap; the gap is then filled by a segment
+    // that covers it with other bytes. The server's TCP reads the filler.
+    let mut cap = Capture::new();
+    let mut c = Conversation::new(sa(C4), sa(S4), 1000, 5000);
+    cap.extend(c.handshake());
+    cap.push(c.server(b"220 ready\r\n"));
+    cap.push(c.client_raw(c.cseq.wrapping_add(6), b"PORT 192,0,2,2,195,80\r\n"));
+    cap.push(c.client(b"NOOP\r\nXXXXXXXXXXXXXXXXXXXXX\r\n"));
+    cap.push(c.server(b"200 ok\r\n500 what\r\n"));
+    let lines = replay(&cap, "gapfill", &["-D", "7"]);
+    assert!(allowing(&lines).is_empty(), "{lines:#?}");
+    let read: Vec<&String> = lines.iter().filter(|l| l.contains(" command: ")).collect();
+    assert_eq!(
+        read,
+        ["#1 command: NOOP", "#1 command: XXXXXXXXXXXXXXXXXXXXX"]
+    );
 }
