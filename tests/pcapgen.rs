@@ -10,8 +10,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Command;
 
-use ftpsesame::core::decode::{Flags, Link, Segment, decode};
-use pcapgen::{Conversation, LINKTYPE_ETHERNET, LINKTYPE_RAW, PcapWriter};
+use ftpsesame::core::decode::{Checksum, Control, Flags, Link, Segment, decode};
+use pcapgen::{
+    Conversation, LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_RAW, PcapWriter,
+    break_tcp_checksum, ethernet_to_sll, offload_tcp_checksum, refresh_ipv4_checksum,
+};
 
 /// A capture file in the temp dir, removed on drop.
 struct TempPcap(PathBuf);
@@ -181,6 +184,8 @@ fn conversation_decodes_to_expected_segments() {
             assert_eq!((g.dst, g.dport), (to.ip(), to.port()), "frame {i}");
             assert_eq!((g.seq, g.ack, g.flags), (seq, ack, flags), "frame {i}");
             assert_eq!(g.payload, payload, "frame {i}");
+            assert_eq!(g.checksum, Checksum::Valid, "frame {i}");
+            assert_eq!(g.window, 65535, "frame {i}");
         }
         assert_eq!((conv.cseq, conv.sseq), (1_000_008, 16));
     }
@@ -219,4 +224,79 @@ fn raw_linktype_maps_through_libpcap() {
         "{}",
         lines[4]
     );
+}
+
+/// The lab's captures come from real stacks on veth links, which leave TCP
+/// checksums to an offload that never happens: every one must decode as
+/// Unverified (the pseudo-header sum), none as Bad.
+#[test]
+fn recorded_lab_captures_carry_offload_checksums() {
+    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/captures"));
+    let mut files = 0;
+    let mut counts = [0usize; 3];
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "pcap") {
+            continue;
+        }
+        files += 1;
+        let mut cap = pcap::Capture::from_file(&path).unwrap();
+        let link = Link::from_linktype(cap.get_datalink().0).expect("supported link type");
+        let mut syns = 0;
+        while let Ok(p) = cap.next_packet() {
+            let seg = decode(link, p.data).unwrap_or_else(|d| panic!("{path:?}: drop: {d}"));
+            counts[match seg.checksum {
+                Checksum::Valid => 0,
+                Checksum::Unverified => 1,
+                Checksum::Bad => panic!("{path:?}: bad checksum"),
+            }] += 1;
+            syns += usize::from(seg.control == Control::Syn);
+        }
+        assert!(syns >= 1, "{path:?}");
+    }
+    assert!(files >= 18, "{files} captures");
+    assert!(counts[1] > 0, "{counts:?}");
+    println!("valid {}, unverified {}", counts[0], counts[1]);
+}
+
+/// The checksum helpers make exactly the states decode tells apart, and
+/// a cooked capture of an outgoing frame reads back through libpcap.
+#[test]
+fn checksum_helpers_and_cooked_frames() {
+    for (client, server) in [
+        ("192.0.2.2:40594", "198.51.100.2:21"),
+        ("[2001:db8::2]:40594", "[2001:db8:1::2]:21"),
+    ] {
+        let (_, frames) = ftp_session(client, server);
+        let f = &frames[5]; // the 227 reply
+        let mut bad = f.clone();
+        break_tcp_checksum(&mut bad);
+        assert_eq!(seg(Link::Ethernet, &bad).checksum, Checksum::Bad);
+        let mut partial = f.clone();
+        offload_tcp_checksum(&mut partial);
+        assert_ne!(partial, *f);
+        assert_eq!(seg(Link::Ethernet, &partial).checksum, Checksum::Unverified);
+        // Outgoing on a cooked capture: unverified whatever the field says.
+        let cooked: Vec<Vec<u8>> = [f.clone(), bad.clone(), partial]
+            .iter()
+            .map(|f| ethernet_to_sll(f, true))
+            .collect();
+        let file = TempPcap::new("sll");
+        write(&file.0, LINKTYPE_LINUX_SLL, &cooked);
+        let records = read_back(&file.0, Link::LinuxSll);
+        for r in &records {
+            let s = seg(Link::LinuxSll, &r.2);
+            assert_eq!((s.checksum, s.payload), (Checksum::Unverified, PASV_227));
+        }
+        // Received, the broken one is bad again.
+        let s = ethernet_to_sll(&bad, false);
+        assert_eq!(seg(Link::LinuxSll, &s).checksum, Checksum::Bad);
+    }
+    // An edited IPv4 header needs its checksum refreshed.
+    let (_, frames) = ftp_session("192.0.2.2:40594", "198.51.100.2:21");
+    let mut f = frames[4].clone();
+    f[14 + 8] = 5; // ttl
+    assert!(decode(Link::Ethernet, &f).is_err());
+    refresh_ipv4_checksum(&mut f);
+    assert_eq!(seg(Link::Ethernet, &f).checksum, Checksum::Valid);
 }

@@ -105,6 +105,30 @@ fn relinked(eth: &[u8]) -> Vec<Vec<u8>> {
     sll.extend_from_slice(&[0, 0]);
     sll.extend_from_slice(&eth[12..14]);
     out.push([&sll[..], ip].concat());
+    // Link::Nflog: header (family, version, resource id), a packet header
+    // TLV (forward hook) and the payload TLV, lengths and types in host
+    // (here little-endian) order, each padded to four bytes.
+    let tlv = |kind: u16, value: &[u8]| {
+        let mut t = ((4 + value.len()) as u16).to_le_bytes().to_vec();
+        t.extend_from_slice(&kind.to_le_bytes());
+        t.extend_from_slice(value);
+        t.resize(t.len().next_multiple_of(4), 0);
+        t
+    };
+    let mut nflog = vec![9u8, if v6 { 10 } else { 2 }, 0, 0, 1];
+    nflog.extend(tlv(1, &[eth[12], eth[13], 2, 0]));
+    nflog.extend(tlv(9, ip));
+    out.push(nflog);
+    // Link::Pflog, OpenBSD's 100-byte header and FreeBSD's 69 (72) one,
+    // both logging a pass on the way in.
+    for (len, size, af6) in [(100u8, 100usize, 24u8), (69, 72, 28)] {
+        let mut h = vec![0u8; size];
+        h[0] = len;
+        h[1] = if v6 { af6 } else { 2 };
+        h[4..7].copy_from_slice(b"em0");
+        h[60] = 1;
+        out.push([&[10u8][..], &h, ip].concat());
+    }
     out
 }
 
@@ -125,7 +149,7 @@ fn main() {
     ];
     for (name, frames, dialogue) in &sets {
         write(&root.join("pipeline"), name, &pipeline(frames));
-        // decode: the first data segment of each direction, in four framings.
+        // decode: the first data segment of each direction, in seven framings.
         for (i, f) in frames[3..5].iter().enumerate() {
             for (j, framed) in relinked(f).iter().enumerate() {
                 write(&root.join("decode"), &format!("{name}-{i}-{j}"), framed);

@@ -27,7 +27,7 @@ const SECOND: u64 = 1_000_000;
 /// 2023-11-14, an ordinary capture start time.
 const START: u64 = 1_700_000_000 * SECOND;
 
-const LINKS: [Link; 9] = Link::ALL;
+const LINKS: [Link; Link::ALL.len()] = Link::ALL;
 
 fuzz_target!(
     init: {

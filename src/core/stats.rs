@@ -78,7 +78,8 @@ impl Histogram {
 #[derive(Default)]
 pub struct Stats {
     pub packets: u64,
-    pub drops: [u64; Drop::ALL.len()],
+    /// One counter per drop reason, indexed by `Drop as usize`.
+    pub drops: [u64; Drop::COUNT],
     pub sessions_active: u64,
     pub sessions_total: u64,
     pub refused: u64,
@@ -110,19 +111,11 @@ impl fmt::Display for Stats {
             self.packets,
             self.dropped()
         )?;
-        const NAMES: [&str; 8] = [
-            "short",
-            "not-ip",
-            "ip-options",
-            "ipv6-ext",
-            "fragment",
-            "ttl",
-            "not-tcp",
-            "bad-length",
-        ];
+        // The names come from the reasons themselves, so a new reason is
+        // counted and named without touching this line.
         for (i, d) in Drop::ALL.iter().enumerate() {
             let sep = if i == 0 { "" } else { ", " };
-            write!(f, "{sep}{} {}", NAMES[*d as usize], self.drops[*d as usize])?;
+            write!(f, "{sep}{} {}", d.counter(), self.drops[*d as usize])?;
         }
         write!(
             f,
@@ -185,6 +178,21 @@ mod tests {
         assert!((47_000..=50_000).contains(&p50), "{p50}");
         let p99 = h.quantile(0.99);
         assert!((93_000..=99_000).contains(&p99), "{p99}");
+    }
+
+    #[test]
+    fn every_drop_reason_is_counted_and_named() {
+        let mut s = Stats::default();
+        for (i, d) in Drop::ALL.iter().enumerate() {
+            s.drops[*d as usize] = 100 + i as u64;
+        }
+        let line = s.to_string();
+        for (i, d) in Drop::ALL.iter().enumerate() {
+            let item = format!("{} {}", d.counter(), 100 + i);
+            assert!(line.contains(&item), "{item} in {line}");
+        }
+        assert_eq!(s.dropped(), (100..100 + Drop::COUNT as u64).sum::<u64>());
+        assert!(line.contains(", blocked 111), sessions"), "{line}");
     }
 
     #[test]

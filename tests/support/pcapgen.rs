@@ -27,6 +27,7 @@ pub const URG: u8 = 0x20;
 /// LINKTYPE_ values for the file header.
 pub const LINKTYPE_ETHERNET: u32 = 1;
 pub const LINKTYPE_RAW: u32 = 101;
+pub const LINKTYPE_LINUX_SLL: u32 = 113;
 
 /// Snapshot length written into the file header; longer frames are cut.
 pub const SNAPLEN: u32 = 262_144;
@@ -205,4 +206,73 @@ impl Conversation {
         let ack = ethernet_tcp(self.client, self.server, self.cseq, self.sseq, ACK, b"");
         vec![cfin, sfin, ack]
     }
+}
+
+/// Where the IP header of an Ethernet frame from [`ethernet_tcp`] starts,
+/// and the offset of the TCP checksum in the frame.
+fn tcp_checksum_at(frame: &[u8]) -> usize {
+    const ETH: usize = 14;
+    match frame[ETH] >> 4 {
+        4 => ETH + usize::from(frame[ETH] & 0x0f) * 4 + 16,
+        6 => ETH + 40 + 16,
+        v => panic!("not an IP frame (version {v})"),
+    }
+}
+
+/// Ones' complement sum of big-endian 16-bit words, folded.
+fn ones_sum(data: &[u8], mut acc: u32) -> u16 {
+    for w in data.chunks(2) {
+        acc += u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)]));
+    }
+    while acc > 0xffff {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    acc as u16
+}
+
+/// Recompute the IPv4 header checksum of an Ethernet frame after its
+/// header was edited (a receiver drops a frame whose checksum is wrong).
+pub fn refresh_ipv4_checksum(frame: &mut [u8]) {
+    const ETH: usize = 14;
+    let hl = usize::from(frame[ETH] & 0x0f) * 4;
+    frame[ETH + 10..ETH + 12].copy_from_slice(&[0, 0]);
+    let sum = !ones_sum(&frame[ETH..ETH + hl], 0);
+    frame[ETH + 10..ETH + 12].copy_from_slice(&sum.to_be_bytes());
+}
+
+/// Make the TCP checksum of an Ethernet frame wrong (and not the value
+/// checksum offload leaves), as a corrupted or forged segment has it.
+pub fn break_tcp_checksum(frame: &mut [u8]) {
+    let at = tcp_checksum_at(frame);
+    frame[at] ^= 0x5a;
+}
+
+/// Write what a sender with checksum offload leaves in the TCP checksum
+/// field: the folded pseudo-header sum, for the NIC to finish. Captures on
+/// virtual links (veth, virtio) carry this on every packet.
+pub fn offload_tcp_checksum(frame: &mut [u8]) {
+    const ETH: usize = 14;
+    let at = tcp_checksum_at(frame);
+    let tcp_len = (frame.len() - (at - 16)) as u32;
+    let addrs = match frame[ETH] >> 4 {
+        4 => &frame[ETH + 12..ETH + 20],
+        _ => &frame[ETH + 8..ETH + 40],
+    };
+    let partial = ones_sum(addrs, 6 + tcp_len);
+    frame[at..at + 2].copy_from_slice(&partial.to_be_bytes());
+}
+
+/// The same packet as a Linux cooked capture (SLL) record: packet type
+/// `PACKET_OUTGOING` (4) when `outgoing`, else `PACKET_HOST` (0). Write it
+/// to a [`LINKTYPE_LINUX_SLL`] file.
+pub fn ethernet_to_sll(frame: &[u8], outgoing: bool) -> Vec<u8> {
+    let pkttype: u16 = if outgoing { 4 } else { 0 };
+    let mut v = Vec::with_capacity(frame.len() + 2);
+    v.extend_from_slice(&pkttype.to_be_bytes());
+    v.extend_from_slice(&1u16.to_be_bytes()); // ARPHRD_ETHER
+    v.extend_from_slice(&6u16.to_be_bytes()); // address length
+    v.extend_from_slice(&frame[6..12]); // source MAC
+    v.extend_from_slice(&[0, 0]); // address padded to 8
+    v.extend_from_slice(&frame[12..]); // ethertype and the IP packet
+    v
 }
