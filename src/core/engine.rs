@@ -17,7 +17,7 @@
 use std::net::SocketAddr;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use crate::core::decode::{self, Flags, Link, Segment};
+use crate::core::decode::{self, Control, Link, Segment};
 use crate::core::ftp::Negotiation;
 use crate::core::log::{self, Level, RateLimit, Vis};
 use crate::core::policy::{self, Denied};
@@ -192,12 +192,12 @@ impl Engine {
         let dst = SocketAddr::new(seg.dst, seg.dport);
         let key = Key::new(src, dst);
         let Some(sess) = self.table.get_mut(&key) else {
-            let f = seg.flags;
-            let syn =
-                f.has(Flags::SYN) && !f.has(Flags::ACK) && !f.has(Flags::RST) && !f.has(Flags::FIN);
             // A client SYN to a control port, from a port that is not one.
             let ports = &self.cfg.control_ports;
-            if syn && ports.contains(seg.dport) && !ports.contains(seg.sport) {
+            if seg.control == Control::Syn
+                && ports.contains(seg.dport)
+                && !ports.contains(seg.sport)
+            {
                 self.new_session(ts, key, src, dst, &seg);
             }
             return;

@@ -57,7 +57,7 @@ use std::net::{IpAddr, SocketAddr};
 pub use stream::{Candidate, MAX_GAP, OFO_BYTES, OFO_SEGS, Reject, Seg, Seq, Stream, Verdict};
 pub use table::{Full, Key, Table};
 
-use crate::core::decode::{Flags, Segment};
+use crate::core::decode::{Checksum, Control, Flags, Segment};
 use crate::core::ftp::{Command, CommandEvent, Matcher, Negotiation, ReplyEvent};
 use crate::core::policy::RuleSet;
 use crate::core::reassembly::{Line, LineBuf};
@@ -282,40 +282,13 @@ pub struct Session {
     pub rules_expire: u64,
 }
 
-/// What the session reads of a segment's flags.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Control {
-    Syn,
-    SynAck,
-    Rst,
-    Fin,
-    None,
-    /// An impossible mix (SYN with RST or FIN).
-    Bad,
-}
-
-fn control(seg: &Segment<'_>) -> Control {
-    let f = seg.flags;
-    if f.has(Flags::SYN) {
-        if f.has(Flags::RST) || f.has(Flags::FIN) {
-            Control::Bad
-        } else if f.has(Flags::ACK) {
-            Control::SynAck
-        } else {
-            Control::Syn
-        }
-    } else if f.has(Flags::RST) {
-        Control::Rst
-    } else if f.has(Flags::FIN) {
-        Control::Fin
-    } else {
-        Control::None
+/// The options of a SYN or SYN/ACK that the receivers' rules depend on.
+fn syn_opts(seg: &Segment<'_>) -> SynOpts {
+    SynOpts {
+        window: seg.window,
+        wscale: seg.opts.wscale,
+        tsval: seg.opts.timestamp.map(|(val, _)| val),
     }
-}
-
-/// The SYN options of a segment.
-pub fn syn_opts(_seg: &Segment<'_>) -> SynOpts {
-    SynOpts::default()
 }
 
 impl Session {
@@ -391,8 +364,7 @@ impl Session {
         let mut ds = Decisions::default();
         self.last_seen = now;
         let from_client = seg.sport != self.server.port();
-        match (control(seg), self.phase) {
-            (Control::Bad, _) => return ds,
+        match (seg.control, self.phase) {
             (Control::Syn, Phase::SynSent { .. }) if from_client => {
                 // A retransmitted (or renumbered) SYN before any answer.
                 self.phase = Phase::SynSent {
@@ -436,13 +408,9 @@ impl Session {
             c2s.ts_recent = Some(cts);
             s2c.ts_recent = Some(sts);
         }
-        if sopts.window > 0 || sopts.wscale.is_some() {
-            c2s.receiver_acked(client_isn + 1, Some(u32::from(sopts.window)));
-        }
-        if copts.window > 0 || copts.wscale.is_some() {
-            s2c.right = Some(s2c.first + u32::from(copts.window));
-            s2c.max_window = u32::from(copts.window);
-        }
+        c2s.receiver_acked(client_isn + 1, Some(u32::from(sopts.window)));
+        s2c.right = Some(s2c.first + u32::from(copts.window));
+        s2c.max_window = u32::from(copts.window);
         self.c2s = c2s;
         self.s2c = s2c;
         self.c2s_lines = Lines::at(client_isn + 1);
@@ -452,16 +420,16 @@ impl Session {
 
     /// The view of `seg` its stream judges.
     fn view<'a>(&self, from_client: bool, seg: &Segment<'a>) -> Seg<'a> {
-        // The window in `seg` is its sender's receive window, for the
-        // other direction's stream.
-        let _ = from_client;
+        // The window in `seg` is its sender's receive window: it belongs to
+        // the other direction, scaled by the sender's own shift.
+        let peer = if from_client { &self.s2c } else { &self.c2s };
         Seg {
             seq: Seq(seg.seq),
             ack: seg.flags.has(Flags::ACK).then_some(Seq(seg.ack)),
-            window: None,
-            tsval: None,
-            bad_checksum: false,
-            fin: seg.flags.has(Flags::FIN),
+            window: Some(u32::from(seg.window) << peer.rcv_scale),
+            tsval: seg.opts.timestamp.map(|(val, _)| val),
+            bad_checksum: seg.checksum == Checksum::Bad,
+            fin: seg.control == Control::Fin,
             payload: seg.payload,
         }
     }
@@ -480,7 +448,7 @@ impl Session {
         } else {
             (&self.s2c, &self.c2s)
         };
-        if control(seg) == Control::Rst {
+        if seg.control == Control::Rst {
             // RFC 5961: only a reset at the next expected byte counts.
             if !view.bad_checksum && view.seq == this.next {
                 ds.end = true;

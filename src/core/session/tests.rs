@@ -4,7 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use super::*;
-use crate::core::decode::{Flags, Segment};
+use crate::core::decode::{Checksum, Control, Flags, Segment, TcpOpts};
 use crate::core::ftp::{Af, Negotiation};
 
 const ACK: Flags = Flags::ACK;
@@ -31,6 +31,10 @@ pub(super) fn segment<'a>(
         seq,
         ack,
         flags,
+        control: Control::of(flags).expect("a valid flag mix"),
+        window: 65535,
+        opts: TcpOpts::default(),
+        checksum: Checksum::Valid,
         payload,
     }
 }
@@ -50,6 +54,12 @@ struct Conv {
     sseq: u32,
     notes: Vec<String>,
     now: u64,
+    /// Timestamps on every segment (the next TSval), when on.
+    ts: Option<u32>,
+    /// Window field on every segment after the handshake.
+    window: u16,
+    /// Applied to the next segment only.
+    tweak: Option<fn(&mut Segment<'_>)>,
 }
 
 fn opened(ds: &Decisions) -> Option<Negotiation> {
@@ -75,15 +85,39 @@ impl Conv {
     }
 
     fn between(c: SocketAddr, s: SocketAddr, final_ack: bool) -> Conv {
+        Conv::with(c, s, final_ack, None, None, 65535)
+    }
+
+    /// With window scaling `wscale` offered by both sides and timestamps
+    /// from `ts` on, when given, and `window` in every window field.
+    fn with(
+        c: SocketAddr,
+        s: SocketAddr,
+        final_ack: bool,
+        wscale: Option<u8>,
+        ts: Option<u32>,
+        window: u16,
+    ) -> Conv {
+        let mut first = syn(c, s, 1000);
+        first.opts.wscale = wscale;
+        first.opts.timestamp = ts.map(|t| (t, 0));
         let mut conv = Conv {
-            sess: Session::new(1, c, s, &syn(c, s, 1000), 0),
+            sess: Session::new(1, c, s, &first, 0),
             c,
             s,
             cseq: 1001,
             sseq: 5001,
             notes: Vec::new(),
             now: 0,
+            ts: ts.map(|t| t + 1),
+            window,
+            tweak: None,
         };
+        conv.tweak = Some(if wscale.is_some() {
+            |seg| seg.opts.wscale = Some(7)
+        } else {
+            |_| {}
+        });
         let ds = conv.seg(false, 5000, 1001, Flags(Flags::SYN.0 | ACK.0), b"");
         assert!(ds.verify, "SYN/ACK asks the state table");
         assert!(conv.sess.half_open());
@@ -110,7 +144,15 @@ impl Conv {
             (self.s, self.c)
         };
         self.now += 1000;
-        let seg = segment(src, dst, seq, ack, flags, data);
+        let mut seg = segment(src, dst, seq, ack, flags, data);
+        seg.window = self.window;
+        if let Some(ts) = self.ts.as_mut() {
+            seg.opts.timestamp = Some((*ts, 0));
+            *ts += 1;
+        }
+        if let Some(tweak) = self.tweak.take() {
+            tweak(&mut seg);
+        }
         let notes = &mut self.notes;
         self.sess.on_segment(&seg, self.now, &mut |n| {
             notes.push(match n {
@@ -245,39 +287,109 @@ fn direction_comes_from_the_control_port() {
 
 #[test]
 fn bytes_the_receiver_discards_are_not_read() {
-    type Case = (&'static str, fn(&Conv) -> (u32, u32, Flags), Reject);
-    let cases: [Case; 4] = [
+    type Case = (&'static str, fn(&mut Conv) -> (u32, u32), Reject);
+    let cases: [Case; 6] = [
         (
-            "no ACK flag",
-            |c| (c.cseq, c.sseq, Flags::PSH),
-            Reject::NoAck,
+            "bad checksum",
+            |c| {
+                c.tweak = Some(|s| s.checksum = Checksum::Bad);
+                (c.cseq, c.sseq)
+            },
+            Reject::BadChecksum,
         ),
         (
             "acknowledges unsent bytes",
-            |c| (c.cseq, c.sseq.wrapping_add(1000), PSH_ACK),
+            |c| (c.cseq, c.sseq + 1000),
             Reject::AckUnsent,
         ),
         (
+            "acknowledgement older than the window",
+            |c| {
+                // The server sent and the client acknowledged 100 kB.
+                let big = vec![b'x'; 100_000];
+                c.server(&big);
+                c.client(b"");
+                (c.cseq, c.sseq - 90_000)
+            },
+            Reject::AckTooOld,
+        ),
+        (
+            "old timestamp",
+            |c| {
+                c.tweak = Some(|s| s.opts.timestamp = Some((3, 0)));
+                (c.cseq, c.sseq)
+            },
+            Reject::Paws,
+        ),
+        (
             "far behind",
-            |c| (c.cseq.wrapping_sub(2_000_000), c.sseq, PSH_ACK),
+            |c| (c.cseq - 2_000_000, c.sseq),
             Reject::Window,
         ),
         (
             "far ahead",
-            |c| (c.cseq.wrapping_add(2_000_000), c.sseq, PSH_ACK),
+            |c| (c.cseq + 2_000_000, c.sseq),
             Reject::Window,
         ),
     ];
     for (name, make, want) in cases {
-        let mut c = Conv::new(true);
-        let (seq, ack, flags) = make(&c);
-        let ds = c.seg(true, seq, ack, flags, b"PORT 192,0,2,2,195,81\r\n");
+        let (cl, sv) = (sa("192.0.2.2:40594"), sa("198.51.100.2:21"));
+        let mut c = Conv::with(cl, sv, true, None, Some(100), 65535);
+        let (seq, ack) = make(&mut c);
+        let ds = c.seg(true, seq, ack, PSH_ACK, b"PORT 192,0,2,2,195,81\r\n");
         assert_eq!(ds.ignored, Some(want), "{name}");
         assert_eq!(ds.open, None, "{name}");
         // The real stream goes on.
         let ds = c.client(b"PORT 192,0,2,2,195,82\r\n");
         assert_eq!(opened(&ds), active(50002), "{name}");
     }
+}
+
+#[test]
+fn data_must_fit_the_receive_window() {
+    let (cl, sv) = (sa("192.0.2.2:40594"), sa("198.51.100.2:21"));
+    // A zero window: nothing fits until the server opens it.
+    let mut c = Conv::with(cl, sv, true, None, None, 0);
+    let ds = c.seg(true, c.cseq, c.sseq, PSH_ACK, b"PORT 192,0,2,2,195,81\r\n");
+    assert_eq!(ds.ignored, Some(Reject::Window));
+    c.window = 100;
+    c.server(b"");
+    let ds = c.client(b"PORT 192,0,2,2,195,82\r\n");
+    assert_eq!(opened(&ds), active(50002));
+    // Starting past the window's right edge: refused; inside: queued.
+    let mut c = Conv::with(cl, sv, true, None, None, 10);
+    let ds = c.seg(true, c.cseq + 10, c.sseq, PSH_ACK, b"x");
+    assert_eq!(ds.ignored, Some(Reject::Window));
+    let ds = c.seg(true, c.cseq + 9, c.sseq, PSH_ACK, b"x");
+    assert_eq!(ds.ignored, None);
+}
+
+#[test]
+fn window_scaling_only_when_both_offered() {
+    let (cl, sv) = (sa("192.0.2.2:40594"), sa("198.51.100.2:21"));
+    // Both offered 7: after the handshake a window field of 1 is 128 bytes.
+    let mut c = Conv::with(cl, sv, true, Some(7), None, 1);
+    c.server(b"");
+    let ds = c.seg(true, c.cseq + 100, c.sseq, PSH_ACK, b"x");
+    assert_eq!(ds.ignored, None, "inside 128 bytes: queued");
+    let ds = c.seg(true, c.cseq + 130, c.sseq, PSH_ACK, b"x");
+    assert_eq!(ds.ignored, Some(Reject::Window));
+    // Only the client offered it: windows are not scaled.
+    let mut first = syn(cl, sv, 1000);
+    first.opts.wscale = Some(7);
+    let mut s = Session::new(1, cl, sv, &first, 0);
+    let mut synack = segment(sv, cl, 5000, 1001, Flags(Flags::SYN.0 | ACK.0), b"");
+    synack.window = 1;
+    assert!(s.on_segment(&synack, 1, &mut |_| {}).verify);
+    s.verified(Some(cl.ip()));
+    let mut ack = segment(sv, cl, 5001, 1001, ACK, b"");
+    ack.window = 1;
+    s.on_segment(&ack, 2, &mut |_| {});
+    let x = segment(cl, sv, 1001 + 100, 5001, PSH_ACK, b"x");
+    assert_eq!(
+        s.on_segment(&x, 3, &mut |_| {}).ignored,
+        Some(Reject::Window)
+    );
 }
 
 #[test]
