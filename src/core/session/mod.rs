@@ -484,6 +484,12 @@ impl Session {
             &mut self.c2s
         };
         peer.receiver_acked(ack, view.window);
+        self.release(!from_client, ds, notes);
+        let peer = if from_client {
+            &mut self.s2c
+        } else {
+            &mut self.c2s
+        };
         if let Some(at) = peer.gap_proven() {
             peer.bridge(at);
             self.after_gap(!from_client);
@@ -597,16 +603,42 @@ impl Session {
         if !agree {
             return;
         }
-        let (client_gap, client_from) = self.c2s.resync(s.ack);
-        let (server_gap, server_from) = self.s2c.resync(c.ack);
+        let client_gap = self.c2s.resync(s.ack);
+        let server_gap = self.s2c.resync(c.ack);
         if client_gap {
             self.after_gap(true);
         }
         if server_gap {
             self.after_gap(false);
         }
-        self.deliver(true, ds, notes, |st, out| st.release(client_from, out));
-        self.deliver(false, ds, notes, |st, out| st.release(server_from, out));
+        self.release(true, ds, notes);
+        self.release(false, ds, notes);
+        self.deliver(true, ds, notes, |st, out| st.drain(out));
+        self.deliver(false, ds, notes, |st, out| st.drain(out));
+    }
+
+    /// Deliver a direction's held segment if its receiver now acknowledged
+    /// it; its own acknowledgement then counts for the other direction.
+    fn release(&mut self, from_client: bool, ds: &mut Decisions, notes: &mut impl FnMut(Note<'_>)) {
+        let Some(ack) = self.deliver(from_client, ds, notes, |st, out| st.release(out)) else {
+            return;
+        };
+        let other = if from_client {
+            &mut self.s2c
+        } else {
+            &mut self.c2s
+        };
+        // The receiver took the segment, so its acknowledgement was one it
+        // found acceptable: those bytes were sent.
+        if other.sent < ack {
+            other.sent = ack;
+        }
+        other.receiver_acked(ack, None);
+        if let Some(at) = other.gap_proven() {
+            other.bridge(at);
+            self.after_gap(!from_client);
+            self.deliver(!from_client, ds, notes, |st, out| st.drain(out));
+        }
     }
 }
 

@@ -319,10 +319,17 @@ pub struct Candidate {
 }
 
 /// The payload of the current [`Candidate`], when it is short enough.
+/// While `pending`, it starts at or before the next expected byte and is
+/// delivered as soon as the receiver acknowledges all of it.
 struct Held {
     data: [u8; HELD_BYTES],
     len: usize,
     seq: Seq,
+    ack: Seq,
+    pending: bool,
+    /// Where the stream was when it was held: released only from there,
+    /// so bytes delivered meanwhile are never overwritten.
+    from: Seq,
 }
 
 impl fmt::Debug for Held {
@@ -509,11 +516,14 @@ impl Stream {
     }
 
     /// Keep `seg` as this direction's candidate for resynchronisation,
-    /// with its payload when it fits.
+    /// with its payload when it fits. A candidate that continues the
+    /// stream (its acknowledgement could not be checked) waits for the
+    /// receiver to acknowledge it.
     pub fn hold(&mut self, seg: &Seg<'_>, ack: Seq) {
+        let end = seg.end();
         self.candidate = Some(Candidate {
             seq: seg.seq,
-            end: seg.end(),
+            end,
             ack,
         });
         let held = self.held.get_or_insert_with(|| {
@@ -521,53 +531,79 @@ impl Stream {
                 data: [0; HELD_BYTES],
                 len: 0,
                 seq: Seq(0),
+                ack: Seq(0),
+                pending: false,
+                from: Seq(0),
             })
         });
         held.seq = seg.seq;
+        held.ack = ack;
         held.len = if seg.payload.len() <= HELD_BYTES {
             held.data[..seg.payload.len()].copy_from_slice(seg.payload);
             seg.payload.len()
         } else {
             0
         };
+        held.pending = held.len > 0 && seg.seq <= self.next && end > self.next;
+        held.from = self.next;
+        if held.pending && self.sent < end {
+            self.sent = end;
+        }
     }
 
     /// Resynchronise on the candidate: the other side acknowledged this
-    /// one up to `acked`, at or after the candidate's start. Skip to the
-    /// candidate when its payload was kept (it is then delivered by
-    /// [`Stream::release`]), else to `acked`. Returns whether bytes were
-    /// skipped, and where the kept payload starts.
-    pub fn resync(&mut self, acked: Seq) -> (bool, Option<Seq>) {
+    /// direction up to `acked`, at or after the candidate's start. Skip to
+    /// the candidate when its payload was kept (it is delivered once the
+    /// receiver acknowledged all of it, see [`Stream::release`]), else to
+    /// `acked`. True when bytes were skipped.
+    pub fn resync(&mut self, acked: Seq) -> bool {
         let Some(c) = self.candidate.take() else {
-            return (false, None);
+            return false;
         };
-        let kept = self
+        if self.acked < acked {
+            self.acked = acked;
+        }
+        let held = self
             .held
-            .as_ref()
-            .is_some_and(|h| h.seq == c.seq && h.len > 0 && h.len as u32 == c.seq.until(c.end));
-        if kept {
-            (self.bridge(c.seq), Some(c.seq))
-        } else {
-            (self.bridge(acked), None)
+            .as_mut()
+            .filter(|h| h.seq == c.seq && h.len > 0 && h.len as u32 == c.seq.until(c.end));
+        match held {
+            Some(h) => {
+                h.pending = true;
+                h.from = self.next.max(c.seq);
+                if self.sent < c.end {
+                    self.sent = c.end;
+                }
+                self.bridge(c.seq)
+            }
+            None => self.bridge(acked),
         }
     }
 
-    /// Deliver the kept candidate payload (after [`Stream::resync`]) and
-    /// whatever the queue holds.
-    pub fn release(&mut self, from: Option<Seq>, out: &mut dyn FnMut(Seq, &[u8])) {
-        if let (Some(h), Some(from)) = (self.held.as_ref(), from)
-            && h.seq == from
-            && h.len > 0
-            && self.next == from
-        {
-            let end = from + h.len as u32;
-            out(from, &h.data[..h.len]);
-            self.next = end;
-            if self.sent < end {
-                self.sent = end;
-            }
+    /// Deliver the held payload once the receiver acknowledged all of it
+    /// (it took those very bytes), then what the queue holds. Returns the
+    /// acknowledgement the held segment carried, now known to be one the
+    /// receiver accepted.
+    pub fn release(&mut self, out: &mut dyn FnMut(Seq, &[u8])) -> Option<Seq> {
+        let h = self.held.as_mut().filter(|h| h.pending)?;
+        let end = h.seq + h.len as u32;
+        if self.next != h.from || !(h.seq <= self.next && self.next < end) {
+            h.pending = false; // other bytes were delivered meanwhile
+            return None;
         }
+        if self.acked < end {
+            return None;
+        }
+        h.pending = false;
+        let at = self.next;
+        out(at, &h.data[h.seq.until(at) as usize..h.len]);
+        self.next = end;
+        let ack = h.ack;
         self.drain(out);
+        if self.candidate.is_some_and(|c| c.seq < self.next) {
+            self.candidate = None;
+        }
+        Some(ack)
     }
 
     /// Deliver what the queue holds from `next` on.

@@ -553,3 +553,47 @@ fn retransmitted_syn_renumbers_only_before_an_answer() {
     );
     let _ = IpAddr::from([0u8; 4]);
 }
+
+#[test]
+fn held_bytes_never_replace_bytes_the_receiver_read() {
+    // A PORT whose acknowledgement cannot be checked waits; the client's
+    // real, shorter segment at the same place is read instead, and when
+    // the server later acknowledges past the PORT's end nothing of the
+    // PORT is delivered.
+    let mut c = Conv::new(true);
+    let ds = c.seg(
+        true,
+        c.cseq,
+        c.sseq + 50,
+        PSH_ACK,
+        b"PORT 192,0,2,2,195,81\r\n",
+    );
+    assert_eq!(ds.ignored, Some(Reject::AckUnsent));
+    c.client(b"NOOP\r\n");
+    c.client(b"NOOP\r\nNOOP\r\nNOOP\r\n");
+    let ds = c.server(b"200 ok\r\n200 ok\r\n200 ok\r\n200 ok\r\n");
+    assert_eq!(ds.open, None);
+    assert!(!c.notes.iter().any(|n| n.contains("195")), "{:?}", c.notes);
+}
+
+#[test]
+fn a_held_segment_is_read_once_the_receiver_acknowledges_it() {
+    // The server's "200" was not captured: the client's PASV acknowledges
+    // bytes we never saw and waits; the server's 227 acknowledges the PASV,
+    // which proves it.
+    let mut c = Conv::new(true);
+    c.client(b"TYPE I\r\n");
+    c.sseq += 14; // "200 Type set\r\n", not captured
+    let ds = c.client(b"PASV\r\n");
+    assert_eq!(ds.ignored, Some(Reject::AckUnsent));
+    c.server(b"227 Entering Passive Mode (198,51,100,2,195,80)\r\n");
+    assert!(
+        c.notes.contains(&"command: PASV".to_string()),
+        "{:?}",
+        c.notes
+    );
+    // The next exchange works.
+    c.client(b"PASV\r\n");
+    let ds = c.server(b"227 Entering Passive Mode (198,51,100,2,195,81)\r\n");
+    assert_eq!(opened(&ds), passive(50001));
+}
