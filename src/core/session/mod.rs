@@ -24,28 +24,35 @@
 //! # Capture loss
 //!
 //! A capture drops packets when the box is busy, often in both directions
-//! at once. Two rules recover from it, and a blind attacker (one who does
-//! not know both sequence spaces) can satisfy neither:
+//! at once. Three rules recover from it, and a blind attacker (one who
+//! does not know both sequence spaces) can satisfy none of them:
 //!
 //! 1. *Proven gap*: a segment ahead of the next expected byte is bridged
 //!    when the receiver, in a segment of its own that was accepted,
 //!    acknowledged every byte before it.
-//! 2. *Resynchronisation*: when each direction has a segment that capture
+//! 2. *Held segment*: a segment that continues its stream but acknowledges
+//!    bytes we did not see (its acknowledgement cannot be checked) is
+//!    kept, not read, and read only once its receiver acknowledged all of
+//!    it, from where the stream was when it arrived. Its own
+//!    acknowledgement then counts too.
+//! 3. *Resynchronisation*: when each direction has a segment that capture
 //!    loss explains (ahead of a gap, or acknowledging bytes we did not
 //!    see), the two must agree: the server's segment acknowledges the
 //!    client's from its first byte up to at most its last, the client's
 //!    acknowledges the server's the same way, and each starts no more than
-//!    a window (at most [`MAX_GAP`]) past what was delivered in its
-//!    direction. Then both directions continue from the acknowledged
-//!    points. Guessing one such pair needs both sequence numbers within a
-//!    window: about one chance in 2^30.
+//!    two windows (at most [`MAX_GAP`]) past what was delivered in its
+//!    direction. Both directions then continue from the start of their
+//!    segment (held as in rule 2), or from the other side's
+//!    acknowledgement when the segment was too long to keep. Guessing one
+//!    such pair needs both sequence numbers within a window: about one
+//!    chance in 2^30.
 //!
-//! After either rule, reassembly discards up to the next end of line (the
-//! first line boundary we can prove), the queue of pending commands is
-//! emptied, and replies pair with commands again only once the server
-//! acknowledges client bytes past the first line boundary after the gap:
-//! a reply sent before the server read a command we saw answers a command
-//! we did not see, and opens nothing.
+//! After bytes were skipped, reassembly discards up to the next end of
+//! line (the first line boundary we can prove), the queue of pending
+//! commands is emptied, and replies pair with commands again only once the
+//! server acknowledges client bytes past the first line boundary after the
+//! gap: a reply sent before the server read a command we saw answers a
+//! command we did not see, and opens nothing.
 
 mod stream;
 mod table;
