@@ -575,17 +575,18 @@ fn non_standard_control_port_from_the_expression() {
 
 #[test]
 fn ipv4_mapped_ipv6_cannot_speak_for_the_server() {
-    // The client's real SYN, then a "SYN/ACK" and a 227 sent by the client
-    // from the IPv4-mapped form of its own address.
+    // The client's real SYN, ACK and PASV, and a "SYN/ACK", greeting and
+    // 227 the client sends from the IPv4-mapped form of its own address
+    // (the server never answers).
     let mut cap = Capture::new();
-    let c = Conversation::new(sa(C4), sa(S4), 1000, 0);
-    cap.push(ethernet_tcp(sa(C4), sa(S4), 1000, 0, SYN, b""));
     let me = sa("[::ffff:192.0.2.2]:40594");
     let them = sa("[::ffff:198.51.100.2]:21");
+    let (c, s) = (sa(C4), sa(S4));
+    cap.push(ethernet_tcp(c, s, 1000, 0, SYN, b""));
     cap.push(ethernet_tcp(me, them, 5000, 1001, SYN | ACK, b""));
-    cap.push(ethernet_tcp(me, them, 1001, 5001, ACK, b""));
+    cap.push(ethernet_tcp(c, s, 1001, 5001, ACK, b""));
     cap.push(ethernet_tcp(me, them, 5001, 1001, PSH | ACK, b"220 hi\r\n"));
-    cap.push(ethernet_tcp(me, them, 1001, 5009, PSH | ACK, b"PASV\r\n"));
+    cap.push(ethernet_tcp(c, s, 1001, 5009, PSH | ACK, b"PASV\r\n"));
     cap.push(ethernet_tcp(
         me,
         them,
@@ -594,7 +595,6 @@ fn ipv4_mapped_ipv6_cannot_speak_for_the_server() {
         PSH | ACK,
         b"227 Entering Passive Mode (198,51,100,2,12,234)\r\n",
     ));
-    let _ = c;
     let lines = replay(&cap, "mapped", &[]);
     assert!(allowing(&lines).is_empty(), "{lines:#?}");
 }
