@@ -391,21 +391,21 @@ impl Stream {
     /// Would the receiver take `seg`? `peer` is the other direction (whose
     /// sender is this stream's receiver), for the acknowledgement checks.
     ///
-    /// In order, a segment is refused when
+    /// In Linux's order (`tcp_validate_incoming`, then `tcp_ack`), a
+    /// segment is refused when
     ///  1. its checksum is wrong;
-    ///  2. it has no ACK flag;
-    ///  3. it acknowledges bytes the receiver was never seen to send
-    ///     (Linux's `tcp_ack`: after `snd_nxt`), or bytes older than
-    ///     `snd_una` minus the smaller of the largest window and the bytes
-    ///     acknowledged so far (RFC 5961 5.2);
-    ///  4. timestamps are on and its timestamp is older than the last one
+    ///  2. timestamps are on and its timestamp is older than the last one
     ///     taken by more than one tick (PAWS, RFC 7323);
-    ///  5. its first new byte is outside the receive window (right edge:
+    ///  3. its first new byte is outside the receive window (right edge:
     ///     the receiver's last acknowledgement plus its window, scaled only
-    ///     when both SYNs offered scaling), or it ends further behind the
-    ///     next expected byte than a window;
-    ///  6. it starts ahead of the next expected byte by more than
-    ///     [`MAX_GAP`] when the window is unknown.
+    ///     when both SYNs offered scaling), or it starts or ends further
+    ///     behind the next expected byte than a window, or (window unknown)
+    ///     starts more than [`MAX_GAP`] ahead;
+    ///  4. it has no ACK flag;
+    ///  5. it acknowledges bytes the receiver was never seen to send
+    ///     (`tcp_ack`: after `snd_nxt`), or bytes older than `snd_una`
+    ///     minus the smaller of the largest window and the bytes
+    ///     acknowledged so far (RFC 5961 5.2).
     ///
     /// A segment ahead of the next expected byte is accepted into the
     /// out-of-order queue by [`Stream::take`], which may still refuse it
@@ -413,6 +413,31 @@ impl Stream {
     pub fn accept(&self, seg: &Seg<'_>, peer: &Stream) -> Verdict {
         if seg.bad_checksum {
             return Verdict::Invalid(Reject::BadChecksum);
+        }
+        if let (true, Some(recent), Some(ts)) = (self.timestamps, self.ts_recent, seg.tsval)
+            && recent.wrapping_sub(ts) as i32 > 1
+        {
+            return Verdict::Invalid(Reject::Paws);
+        }
+        let end = seg.end();
+        if end <= self.next && !seg.payload.is_empty() {
+            // Nothing new: a retransmission, unless it is far behind.
+            if (self.next - end) as u32 > self.behind_limit() {
+                return Verdict::Invalid(Reject::Window);
+            }
+        } else {
+            let first_new = seg.seq.max(self.next);
+            let inside = match self.right {
+                // Data needs room for its first new byte; a bare ACK may
+                // sit on the right edge (`tcp_sequence`, `tcp_data_queue`).
+                Some(right) if seg.payload.is_empty() => first_new <= right,
+                Some(right) => first_new < right,
+                None => (first_new - self.next) as u32 <= MAX_GAP,
+            };
+            let behind = seg.seq < self.next && (self.next - seg.seq) as u32 > self.behind_limit();
+            if !inside || behind {
+                return Verdict::Invalid(Reject::Window);
+            }
         }
         let Some(ack) = seg.ack else {
             return Verdict::Invalid(Reject::NoAck);
@@ -426,32 +451,6 @@ impl Stream {
             .min(peer.first.until(peer.acked));
         if ack < peer.acked && (peer.acked - ack) as u32 > tolerance {
             return Verdict::Invalid(Reject::AckTooOld);
-        }
-        if let (true, Some(recent), Some(ts)) = (self.timestamps, self.ts_recent, seg.tsval)
-            && recent.wrapping_sub(ts) as i32 > 1
-        {
-            return Verdict::Invalid(Reject::Paws);
-        }
-        let end = seg.end();
-        if end <= self.next && !seg.payload.is_empty() {
-            // Nothing new: a retransmission, unless it is far behind.
-            return if (self.next - end) as u32 > self.behind_limit() {
-                Verdict::Invalid(Reject::Window)
-            } else {
-                Verdict::Accept
-            };
-        }
-        let first_new = seg.seq.max(self.next);
-        let inside = match self.right {
-            // Data needs room for its first new byte; a bare ACK may sit
-            // on the right edge (Linux's `tcp_sequence`, `tcp_data_queue`).
-            Some(right) if seg.payload.is_empty() => first_new <= right,
-            Some(right) => first_new < right,
-            None => (first_new - self.next) as u32 <= MAX_GAP,
-        };
-        let behind = seg.seq < self.next && (self.next - seg.seq) as u32 > self.behind_limit();
-        if !inside || behind {
-            return Verdict::Invalid(Reject::Window);
         }
         Verdict::Accept
     }
