@@ -92,8 +92,8 @@ impl Default for ControlPorts {
 
 impl ControlPorts {
     /// The ports a pcap expression names as `port N` or `dst port N`
-    /// (`src port N` names the client side and `not port N` excludes, so
-    /// neither counts); 21 when it names none.
+    /// (`ftp` is 21; `src port N` names the client side and `not port N`
+    /// excludes, so neither counts); 21 when it names none.
     pub fn from_expression(expr: &str) -> Self {
         let words: Vec<&str> = expr
             .split(|c: char| c.is_whitespace() || c == '(' || c == ')')
@@ -115,7 +115,11 @@ impl ControlPorts {
             {
                 continue;
             }
-            if let Some(p) = words.get(i + 1).and_then(|n| n.parse::<u16>().ok())
+            let number = |n: &str| match n {
+                "ftp" => Some(21),
+                n => n.parse::<u16>().ok(),
+            };
+            if let Some(p) = words.get(i + 1).and_then(|n| number(n))
                 && p != 0
                 && !ports.contains(p)
                 && (ports.len as usize) < ports.ports.len()

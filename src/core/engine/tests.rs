@@ -194,4 +194,5 @@ fn control_ports_from_the_expression() {
     assert_eq!(ports("tcp port 2121 or dst port 990"), [990, 2121]);
     assert_eq!(ports("(port 21) and not port 22 and not tcp port 23"), [21]);
     assert_eq!(ports("src port 2121"), [21]);
+    assert_eq!(ports("port ftp or port 2121"), [21, 2121]);
 }
