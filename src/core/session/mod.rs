@@ -173,16 +173,18 @@ pub struct Decisions {
 }
 
 impl Decisions {
-    /// The decisions, in the order they must be carried out.
+    /// The decisions, in the order they must be carried out. Lazy: only
+    /// the ones present are built (an `Open` carries its line).
     pub fn iter(&self) -> impl Iterator<Item = Decision> + '_ {
-        let ignored = self.ignored.map(Decision::Ignored);
-        let verify = self.verify.then_some(Decision::Verify);
-        let withdraw = self
-            .withdraw
-            .map(|(port, why)| Decision::Withdraw { port, why });
-        let open = self.open.map(Decision::Open);
-        let end = self.end.then_some(Decision::End);
-        [ignored, verify, withdraw, open, end].into_iter().flatten()
+        (0..5).filter_map(move |i| match i {
+            0 => self.ignored.map(Decision::Ignored),
+            1 => self.verify.then_some(Decision::Verify),
+            2 => self
+                .withdraw
+                .map(|(port, why)| Decision::Withdraw { port, why }),
+            3 => self.open.map(Decision::Open),
+            _ => self.end.then_some(Decision::End),
+        })
     }
 
     /// An active hole must go: if it was opened within this segment it is
@@ -594,7 +596,7 @@ impl Session {
         } else {
             self.s2c.hold(view, ack);
         }
-        let (Some(c), Some(s)) = (self.c2s.candidate, self.s2c.candidate) else {
+        let (Some(c), Some(s)) = (self.c2s.candidate(), self.s2c.candidate()) else {
             return;
         };
         let near = |st: &Stream, at: Seq| {
@@ -627,6 +629,10 @@ impl Session {
     /// Deliver a direction's held segment if its receiver now acknowledged
     /// it; its own acknowledgement then counts for the other direction.
     fn release(&mut self, from_client: bool, ds: &mut Decisions, notes: &mut impl FnMut(Note<'_>)) {
+        let this = if from_client { &self.c2s } else { &self.s2c };
+        if !this.holding() {
+            return;
+        }
         let Some(ack) = self.deliver(from_client, ds, notes, |st, out| st.release(out)) else {
             return;
         };

@@ -182,12 +182,12 @@ struct Ofo {
 }
 
 impl Ofo {
-    fn new() -> Box<Self> {
-        Box::new(Ofo {
+    fn new() -> Self {
+        Ofo {
             data: [0; OFO_BYTES],
             segs: [(Seq(0), Seq(0)); OFO_SEGS],
             len: 0,
-        })
+        }
     }
 
     fn segs(&self) -> &[(Seq, Seq)] {
@@ -359,10 +359,19 @@ pub struct Stream {
     pub timestamps: bool,
     /// The sender's last timestamp the receiver took.
     pub ts_recent: Option<u32>,
-    ofo: Option<Box<Ofo>>,
+    /// Out-of-order bytes and the resynchronisation candidate, allocated
+    /// the first time this direction needs them (rarely: on loss or
+    /// reordering), so an orderly session stays small.
+    spill: Option<Box<Spill>>,
+}
+
+/// What a direction keeps beyond its fixed state.
+#[derive(Debug)]
+struct Spill {
+    ofo: Ofo,
     /// The latest segment capture loss could explain.
-    pub candidate: Option<Candidate>,
-    held: Option<Box<Held>>,
+    candidate: Option<Candidate>,
+    held: Held,
 }
 
 impl Stream {
@@ -379,7 +388,7 @@ impl Stream {
 
     /// Bytes queued ahead of a gap.
     pub fn queued(&self) -> usize {
-        self.ofo.as_ref().map_or(0, |o| o.len)
+        self.spill.as_ref().map_or(0, |s| s.ofo.len)
     }
 
     /// How far behind `next` a segment may start and still be a
@@ -497,8 +506,7 @@ impl Stream {
             if end - self.next > OFO_BYTES as i32 {
                 return Err(Reject::Gap);
             }
-            let ofo = self.ofo.get_or_insert_with(Ofo::new);
-            if !ofo.insert(seg.seq, seg.payload) {
+            if !self.spill().ofo.insert(seg.seq, seg.payload) {
                 return Err(Reject::QueueFull);
             }
             return Ok(());
@@ -508,10 +516,44 @@ impl Stream {
         self.next = end;
         out(at, fresh);
         self.drain(out);
-        if self.candidate.is_some_and(|c| c.seq < self.next) {
-            self.candidate = None; // overtaken by what the receiver took
-        }
+        self.overtaken();
         Ok(())
+    }
+
+    fn spill(&mut self) -> &mut Spill {
+        self.spill.get_or_insert_with(|| {
+            Box::new(Spill {
+                ofo: Ofo::new(),
+                candidate: None,
+                held: Held {
+                    data: [0; HELD_BYTES],
+                    len: 0,
+                    seq: Seq(0),
+                    ack: Seq(0),
+                    pending: false,
+                    from: Seq(0),
+                },
+            })
+        })
+    }
+
+    /// The latest segment capture loss could explain, if any.
+    pub fn candidate(&self) -> Option<Candidate> {
+        self.spill.as_ref().and_then(|s| s.candidate)
+    }
+
+    /// A candidate the stream has moved past is no longer one.
+    fn overtaken(&mut self) {
+        if let Some(s) = self.spill.as_mut()
+            && s.candidate.is_some_and(|c| c.seq < self.next)
+        {
+            s.candidate = None;
+        }
+    }
+
+    /// True when a held segment waits for its receiver's acknowledgement.
+    pub fn holding(&self) -> bool {
+        self.spill.as_ref().is_some_and(|s| s.held.pending)
     }
 
     /// Keep `seg` as this direction's candidate for resynchronisation,
@@ -520,21 +562,14 @@ impl Stream {
     /// receiver to acknowledge it.
     pub fn hold(&mut self, seg: &Seg<'_>, ack: Seq) {
         let end = seg.end();
-        self.candidate = Some(Candidate {
+        let next = self.next;
+        let spill = self.spill();
+        spill.candidate = Some(Candidate {
             seq: seg.seq,
             end,
             ack,
         });
-        let held = self.held.get_or_insert_with(|| {
-            Box::new(Held {
-                data: [0; HELD_BYTES],
-                len: 0,
-                seq: Seq(0),
-                ack: Seq(0),
-                pending: false,
-                from: Seq(0),
-            })
-        });
+        let held = &mut spill.held;
         held.seq = seg.seq;
         held.ack = ack;
         held.len = if seg.payload.len() <= HELD_BYTES {
@@ -543,8 +578,8 @@ impl Stream {
         } else {
             0
         };
-        held.pending = held.len > 0 && seg.seq <= self.next && end > self.next;
-        held.from = self.next;
+        held.pending = held.len > 0 && seg.seq <= next && end > next;
+        held.from = next;
         if held.pending && self.sent < end {
             self.sent = end;
         }
@@ -556,20 +591,22 @@ impl Stream {
     /// receiver acknowledged all of it, see [`Stream::release`]), else to
     /// `acked`. True when bytes were skipped.
     pub fn resync(&mut self, acked: Seq) -> bool {
-        let Some(c) = self.candidate.take() else {
+        let Some(c) = self.spill.as_mut().and_then(|s| s.candidate.take()) else {
             return false;
         };
         if self.acked < acked {
             self.acked = acked;
         }
-        let held = self
-            .held
+        let next = self.next;
+        let kept = self
+            .spill
             .as_mut()
+            .map(|s| &mut s.held)
             .filter(|h| h.seq == c.seq && h.len > 0 && h.len as u32 == c.seq.until(c.end));
-        match held {
+        match kept {
             Some(h) => {
                 h.pending = true;
-                h.from = self.next.max(c.seq);
+                h.from = next.max(c.seq);
                 if self.sent < c.end {
                     self.sent = c.end;
                 }
@@ -584,32 +621,34 @@ impl Stream {
     /// acknowledgement the held segment carried, now known to be one the
     /// receiver accepted.
     pub fn release(&mut self, out: &mut dyn FnMut(Seq, &[u8])) -> Option<Seq> {
-        let h = self.held.as_mut().filter(|h| h.pending)?;
+        let (next, acked) = (self.next, self.acked);
+        let h = self
+            .spill
+            .as_mut()
+            .map(|s| &mut s.held)
+            .filter(|h| h.pending)?;
         let end = h.seq + h.len as u32;
-        if self.next != h.from || !(h.seq <= self.next && self.next < end) {
+        if next != h.from || !(h.seq <= next && next < end) {
             h.pending = false; // other bytes were delivered meanwhile
             return None;
         }
-        if self.acked < end {
+        if acked < end {
             return None;
         }
         h.pending = false;
-        let at = self.next;
-        out(at, &h.data[h.seq.until(at) as usize..h.len]);
-        self.next = end;
+        out(next, &h.data[h.seq.until(next) as usize..h.len]);
         let ack = h.ack;
+        self.next = end;
         self.drain(out);
-        if self.candidate.is_some_and(|c| c.seq < self.next) {
-            self.candidate = None;
-        }
+        self.overtaken();
         Some(ack)
     }
 
     /// Deliver what the queue holds from `next` on.
     pub fn drain(&mut self, out: &mut dyn FnMut(Seq, &[u8])) {
-        if let Some(ofo) = self.ofo.as_mut() {
-            ofo.forget_before(self.next);
-            self.next = ofo.drain(self.next, out);
+        if let Some(s) = self.spill.as_mut() {
+            s.ofo.forget_before(self.next);
+            self.next = s.ofo.drain(self.next, out);
         }
     }
 
@@ -623,11 +662,13 @@ impl Stream {
         if self.acked < at {
             self.acked = at;
         }
-        self.candidate = None;
+        if let Some(s) = self.spill.as_mut() {
+            s.candidate = None;
+        }
         if at > self.next {
             self.next = at;
-            if let Some(ofo) = self.ofo.as_mut() {
-                ofo.forget_before(at);
+            if let Some(s) = self.spill.as_mut() {
+                s.ofo.forget_before(at);
             }
             return true;
         }
@@ -637,7 +678,7 @@ impl Stream {
     /// True when the receiver's acknowledgements prove the first queued
     /// segment follows bytes the capture lost.
     pub fn gap_proven(&self) -> Option<Seq> {
-        let first = self.ofo.as_ref()?.first()?;
+        let first = self.spill.as_ref()?.ofo.first()?;
         (first > self.next && self.acked >= first).then_some(first)
     }
 
