@@ -148,6 +148,8 @@ pub struct Engine {
     next_purge: u64,
     /// Log lines that packets can trigger by the thousand.
     noisy: RateLimit,
+    /// The last passive reply read, for its log line after the commit.
+    passive: LineCopy,
     pub stats: Stats,
 }
 
@@ -167,6 +169,10 @@ impl Engine {
             next_id: 1,
             next_purge: 0,
             noisy: RateLimit::new(10),
+            passive: LineCopy {
+                buf: [0; 128],
+                len: 0,
+            },
             stats: Stats::default(),
         }
     }
@@ -207,8 +213,11 @@ impl Engine {
             return;
         };
         let id = sess.id;
-        let stats = &mut self.stats;
-        let ds = sess.on_segment(&seg, ts, &mut |n| note(stats, id, n));
+        let (stats, passive) = (&mut self.stats, &mut self.passive);
+        let ds = sess.on_segment(&seg, ts, &mut |n| note(stats, passive, id, n));
+        if ds.is_empty() {
+            return;
+        }
         let mut end = false;
         for d in ds.iter() {
             match d {
@@ -222,7 +231,8 @@ impl Engine {
                 Decision::Withdraw { port, why } => withdraw(&mut *self.fw, sess, port, why),
                 Decision::Open(open) => {
                     let cfg = &self.cfg;
-                    commit(&mut *self.fw, &mut self.stats, cfg, ts, sess, open)
+                    let line = &self.passive;
+                    commit(&mut *self.fw, &mut self.stats, cfg, ts, sess, open, line)
                 }
                 Decision::End => {
                     let sess = self.table.remove(&key).expect("session present");
@@ -351,8 +361,27 @@ fn clear_rules(fw: &mut dyn Firewall, sess: &mut Session) {
     }
 }
 
-/// Count and log what a session read.
-fn note(stats: &mut Stats, id: u32, n: Note<'_>) {
+/// A line kept so it can be logged after the commit.
+struct LineCopy {
+    buf: [u8; 128],
+    len: u8,
+}
+
+impl LineCopy {
+    fn set(&mut self, line: &[u8]) {
+        let n = line.len().min(self.buf.len());
+        self.buf[..n].copy_from_slice(&line[..n]);
+        self.len = n as u8;
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[..usize::from(self.len)]
+    }
+}
+
+/// Count and log what a session read; keep a passive reply for the log
+/// line that follows its commit.
+fn note(stats: &mut Stats, passive: &mut LineCopy, id: u32, n: Note<'_>) {
     match n {
         Note::Command(line) => logmsg!(Level::Debug, "#{id} command: {}", Vis(line)),
         Note::Reply(line) => logmsg!(Level::Debug, "#{id} reply: {}", Vis(line)),
@@ -360,7 +389,10 @@ fn note(stats: &mut Stats, id: u32, n: Note<'_>) {
             stats.negotiations += 1;
             logmsg!(Level::Info, "#{id} active: {}", Vis(line));
         }
-        Note::Passive => stats.negotiations += 1,
+        Note::Passive(line) => {
+            stats.negotiations += 1;
+            passive.set(line);
+        }
         Note::Malformed(line) => {
             logmsg!(Level::Warning, "#{id} parse_port failed: {}", Vis(line))
         }
@@ -444,6 +476,7 @@ fn commit(
     ts: u64,
     sess: &mut Session,
     open: Open,
+    passive: &LineCopy,
 ) {
     // Offline, latency is measured from here: the capture clock is not ours.
     let started = Instant::now();
@@ -478,7 +511,7 @@ fn commit(
             sess.current = Some(neg);
             sess.rules_expire = ts + cfg.timeouts.rule;
             if let Negotiation::Passive { .. } = neg {
-                logmsg!(Level::Info, "#{id} passive: {}", Vis(open.line.as_bytes()));
+                logmsg!(Level::Info, "#{id} passive: {}", Vis(passive.as_bytes()));
             }
             for (i, r) in new.as_slice().iter().enumerate() {
                 if i == 0 {

@@ -100,48 +100,13 @@ pub enum Withdrawal {
     NoReply,
 }
 
-/// A line kept on the stack so it can be logged after the commit.
-#[derive(Clone, Copy)]
-pub struct LineCopy {
-    buf: [u8; 128],
-    len: u8,
-}
-
-impl LineCopy {
-    pub fn new(line: &[u8]) -> Self {
-        let mut c = LineCopy {
-            buf: [0; 128],
-            len: line.len().min(128) as u8,
-        };
-        c.buf[..c.len as usize].copy_from_slice(&line[..c.len as usize]);
-        c
-    }
-
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.buf[..self.len as usize]
-    }
-}
-
-impl std::fmt::Debug for LineCopy {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:?}", String::from_utf8_lossy(self.as_bytes()))
-    }
-}
-
-impl PartialEq for LineCopy {
-    fn eq(&self, other: &Self) -> bool {
-        self.as_bytes() == other.as_bytes()
-    }
-}
-
-impl Eq for LineCopy {}
-
-/// A negotiation to open: the rules of `neg` replace the session's.
+/// A negotiation to open: the rules of `neg` replace the session's. The
+/// line that negotiated it came just before as [`Note::Active`] or
+/// [`Note::Passive`] (the engine keeps it to log after the commit), so a
+/// decision stays a few bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Open {
     pub neg: Negotiation,
-    /// The line that negotiated it (the reply, for passive mode).
-    pub line: LineCopy,
 }
 
 /// One thing the engine must do.
@@ -173,6 +138,15 @@ pub struct Decisions {
 }
 
 impl Decisions {
+    /// True when there is nothing to do (most segments).
+    pub fn is_empty(&self) -> bool {
+        self.ignored.is_none()
+            && !self.verify
+            && self.withdraw.is_none()
+            && self.open.is_none()
+            && !self.end
+    }
+
     /// The decisions, in the order they must be carried out. Lazy: only
     /// the ones present are built (an `Open` carries its line).
     pub fn iter(&self) -> impl Iterator<Item = Decision> + '_ {
@@ -216,7 +190,7 @@ pub enum Note<'a> {
     /// A PORT/EPRT that negotiates active mode.
     Active(&'a [u8]),
     /// A reply that negotiates passive mode.
-    Passive,
+    Passive(&'a [u8]),
     /// A PORT/EPRT/227/229 whose address does not parse.
     Malformed(&'a [u8]),
     /// The connection switched to TLS.
@@ -493,7 +467,9 @@ impl Session {
             &mut self.c2s
         };
         peer.receiver_acked(ack, view.window);
-        self.release(!from_client, ds, notes);
+        if peer.holding() {
+            self.release(!from_client, ds, notes);
+        }
         let peer = if from_client {
             &mut self.s2c
         } else {
@@ -729,10 +705,7 @@ impl<N: FnMut(Note<'_>)> Reader<'_, N> {
                 if let Some(port) = unanswered {
                     self.ds.withdraw(port, Withdrawal::NoReply, self.current);
                 }
-                self.ds.open = Some(Open {
-                    neg,
-                    line: LineCopy::new(line),
-                });
+                self.ds.open = Some(Open { neg });
             }
         }
     }
@@ -741,11 +714,8 @@ impl<N: FnMut(Note<'_>)> Reader<'_, N> {
         match ev {
             ReplyEvent::None => {}
             ReplyEvent::Negotiated(neg) => {
-                (self.notes)(Note::Passive);
-                self.ds.open = Some(Open {
-                    neg,
-                    line: LineCopy::new(line),
-                });
+                (self.notes)(Note::Passive(line));
+                self.ds.open = Some(Open { neg });
             }
             ReplyEvent::ActiveRefused { port } => {
                 self.ds.withdraw(port, Withdrawal::Refused, self.current)
