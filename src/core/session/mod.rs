@@ -494,9 +494,18 @@ impl Session {
                 self.candidate(from_client, &view, ds, notes);
             }
         }
-        let taken = self.deliver(from_client, ds, notes, |st, out| st.take(&view, out));
-        if let Err(r) = taken {
-            ds.ignored = Some(r);
+        let this = if from_client {
+            &mut self.c2s
+        } else {
+            &mut self.s2c
+        };
+        if view.payload.is_empty() {
+            this.note_sent(&view); // a bare ACK (or FIN): nothing to read
+        } else {
+            let taken = self.deliver(from_client, ds, notes, |st, out| st.take(&view, out));
+            if let Err(r) = taken {
+                ds.ignored = Some(r);
+            }
         }
         let this = if from_client { &self.c2s } else { &self.s2c };
         if this.fin_here(&view) {

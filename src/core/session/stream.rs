@@ -483,22 +483,8 @@ impl Stream {
     /// of a gap and cannot be queued. (The caller bridges a proven gap
     /// first, see [`Stream::bridge`].)
     pub fn take(&mut self, seg: &Seg<'_>, out: &mut dyn FnMut(Seq, &[u8])) -> Result<(), Reject> {
+        self.note_sent(seg);
         let end = seg.end();
-        let sent = end + u32::from(seg.fin);
-        if self.sent < sent {
-            self.sent = sent;
-        }
-        if let (true, Some(ts)) = (self.timestamps, seg.tsval) {
-            // Linux keeps the timestamp of segments that start at or before
-            // the last acknowledgement (`tcp_replace_ts_recent`).
-            if seg.seq <= self.next
-                && self
-                    .ts_recent
-                    .is_none_or(|r| ts.wrapping_sub(r) as i32 >= 0)
-            {
-                self.ts_recent = Some(ts);
-            }
-        }
         if end <= self.next || seg.payload.is_empty() {
             return Ok(());
         }
@@ -642,6 +628,27 @@ impl Stream {
         self.drain(out);
         self.overtaken();
         Some(ack)
+    }
+
+    /// What an accepted segment tells even without new bytes: how far its
+    /// sender got, and its timestamp.
+    #[inline]
+    pub fn note_sent(&mut self, seg: &Seg<'_>) {
+        let sent = seg.end() + u32::from(seg.fin);
+        if self.sent < sent {
+            self.sent = sent;
+        }
+        if let (true, Some(ts)) = (self.timestamps, seg.tsval) {
+            // Linux keeps the timestamp of segments that start at or before
+            // the last acknowledgement (`tcp_replace_ts_recent`).
+            if seg.seq <= self.next
+                && self
+                    .ts_recent
+                    .is_none_or(|r| ts.wrapping_sub(r) as i32 >= 0)
+            {
+                self.ts_recent = Some(ts);
+            }
+        }
     }
 
     /// Deliver what the queue holds from `next` on.
