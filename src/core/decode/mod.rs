@@ -3,7 +3,7 @@
 //!
 //! Pure and stateless: no allocation, no copying (the payload borrows the
 //! frame), and no panics whatever the bytes are. Each layer has its module:
-//! [`link`] strips the framing and says which IP version follows and whether
+//! `link` strips the framing and says which IP version follows and whether
 //! the frame was sent by this host, `ip` checks the IPv4/IPv6 header, `tcp`
 //! reads the TCP header, its flags and options and verifies its checksum.
 //! Offsets are named constants per header; every read is bounds-checked, so
@@ -30,8 +30,8 @@
 //!   left has one meaning, [`Control`];
 //! - an IPv4-mapped address (`::ffff:a.b.c.d`) as source or destination of an
 //!   IPv6 packet ([`Drop::MappedAddress`]). Linux refuses a TCP connection
-//!   request from a mapped source (`tcp_v6_conn_request`; it was dropped in
-//!   `ip6_rcv_core` before 5.12), and the IANA special-purpose registry marks
+//!   request from a mapped source (`tcp_v6_conn_request`; from 2017 to 2021
+//!   `ip6_rcv_core` dropped every such packet), and the IANA special-purpose registry marks
 //!   `::ffff:0:0/96` as neither a valid source, nor destination, nor
 //!   forwardable. No TCP connection over IPv6 can have such an end, and
 //!   refusing them here means no IPv6 packet can ever carry an IPv4
@@ -52,8 +52,8 @@
 //! pseudo-header sum in the field and lets the NIC finish it after the
 //! capture saw the packet. Virtual links (veth, virtio, tap) never finish
 //! it: the packet crosses to the next namespace or guest, possibly through
-//! a forwarding firewall, still unfinished, and the receiver accepts it
-//! because the kernel knows it came from a trusted sender. GRO does the
+//! a forwarding firewall, still unfinished, and the receiving kernel
+//! accepts it unchecked because the packet never crossed a wire. GRO does the
 //! same to segments it merged on receive. The namespace lab's captures show
 //! this on every packet. So a checksum is [`Checksum::Unverified`] when
 //!
@@ -81,7 +81,7 @@
 //! we would follow pay for checksums.
 
 mod ip;
-pub mod link;
+mod link;
 mod tcp;
 
 use std::fmt;
