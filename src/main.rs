@@ -7,7 +7,7 @@ use std::fmt;
 use std::path::Path;
 use std::process::ExitCode;
 
-use ftpsesame::core::engine::{Config, Engine, Timeouts, now_us};
+use ftpsesame::core::engine::{Config, ControlPorts, Engine, Timeouts, now_us};
 use ftpsesame::core::log::{self as core_log, Level};
 use ftpsesame::core::rule::RuleOptions;
 use ftpsesame::firewall;
@@ -136,6 +136,7 @@ fn config(opts: &Options, link: ftpsesame::core::decode::Link, live: bool) -> Co
         timeouts: Timeouts::default(),
         live,
         recheck_state: live && !opts.dry_run,
+        control_ports: ControlPorts::from_expression(&opts.expression),
     }
 }
 

@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 FUZZ_SECONDS=${FUZZ_SECONDS:-60}
-read -r -a targets <<<"${FUZZ_TARGETS:-decode lines pipeline}"
+read -r -a targets <<<"${FUZZ_TARGETS:-decode lines session pipeline}"
 
 # The toolchain and cargo-fuzz, if this machine lacks them (cargo-fuzz
 # compiles for a few minutes the first time).

@@ -9,7 +9,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use pcapgen::{Conversation, LINKTYPE_ETHERNET, PcapWriter, SYN, ethernet_tcp};
+use pcapgen::{
+    ACK, Conversation, LINKTYPE_ETHERNET, PSH, PcapWriter, SYN, TcpExtra, break_tcp_checksum,
+    ethernet_tcp, ethernet_tcp_extra,
+};
 
 const C4: &str = "192.0.2.2:40594";
 const S4: &str = "198.51.100.2:21";
@@ -517,4 +520,462 @@ fn drop_lines_are_rate_limited_but_counted() {
         .find(|l| l.starts_with("stats:"))
         .expect("stats line");
     assert!(stats.contains("fragment 100"), "{stats}");
+}
+
+fn stats_line(lines: &[String]) -> &str {
+    lines
+        .iter()
+        .find(|l| l.starts_with("stats:"))
+        .expect("stats line")
+}
+
+#[test]
+fn syn_from_port_21_is_not_an_ftp_client() {
+    // A client connects from source port 21 to a service that reflects
+    // what it is sent (an echo server on port 7).
+    let mut cap = Capture::new();
+    let mut c = Conversation::new(sa("192.0.2.2:21"), sa("198.51.100.2:7"), 100, 900);
+    cap.extend(c.handshake());
+    cap.push(c.server(b"220 ready\r\n"));
+    cap.push(c.client(b"PASV\r\n"));
+    cap.push(c.server(b"227 Entering Passive Mode (198,51,100,2,12,234)\r\n"));
+    let lines = replay(&cap, "from21", &[]);
+    assert!(allowing(&lines).is_empty(), "{lines:#?}");
+    assert!(
+        !lines.iter().any(|l| l.contains("session init")),
+        "{lines:#?}"
+    );
+}
+
+#[test]
+fn non_standard_control_port_from_the_expression() {
+    let cap = session(
+        C4,
+        "198.51.100.2:2121",
+        &[(
+            b"PASV\r\n",
+            b"227 Entering Passive Mode (198,51,100,2,195,80)\r\n",
+        )],
+    );
+    let path = cap.write("port2121");
+    let run = |expr: &[&str]| {
+        let mut args = vec!["-d", "-n", "-D", "6", "-r", path.to_str().unwrap()];
+        args.extend_from_slice(expr);
+        let out = ftpsesame(&args);
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        err.lines().map(str::to_string).collect::<Vec<_>>()
+    };
+    // Every TCP packet is read, but 2121 is not a control port by default.
+    assert!(allowing(&run(&["tcp"])).is_empty());
+    assert_eq!(
+        allowing(&run(&["tcp", "port", "2121"])),
+        ["#1 allowing 192.0.2.2 to 198.51.100.2 port 50000"]
+    );
+}
+
+#[test]
+fn ipv4_mapped_ipv6_cannot_speak_for_the_server() {
+    // The client's real SYN, ACK and PASV, and a "SYN/ACK", greeting and
+    // 227 the client sends from the IPv4-mapped form of its own address
+    // (the server never answers).
+    let mut cap = Capture::new();
+    let me = sa("[::ffff:192.0.2.2]:40594");
+    let them = sa("[::ffff:198.51.100.2]:21");
+    let (c, s) = (sa(C4), sa(S4));
+    cap.push(ethernet_tcp(c, s, 1000, 0, SYN, b""));
+    cap.push(ethernet_tcp(me, them, 5000, 1001, SYN | ACK, b""));
+    cap.push(ethernet_tcp(c, s, 1001, 5001, ACK, b""));
+    cap.push(ethernet_tcp(me, them, 5001, 1001, PSH | ACK, b"220 hi\r\n"));
+    cap.push(ethernet_tcp(c, s, 1001, 5009, PSH | ACK, b"PASV\r\n"));
+    cap.push(ethernet_tcp(
+        me,
+        them,
+        5009,
+        1007,
+        PSH | ACK,
+        b"227 Entering Passive Mode (198,51,100,2,12,234)\r\n",
+    ));
+    let lines = replay(&cap, "mapped", &[]);
+    assert!(allowing(&lines).is_empty(), "{lines:#?}");
+}
+
+#[test]
+fn lost_final_handshake_ack() {
+    let mut cap = Capture::new();
+    let mut c = Conversation::new(sa(C4), sa(S4), 1000, 5000);
+    let hs = c.handshake();
+    cap.push(hs[0].clone());
+    cap.push(hs[1].clone()); // the client's ACK was not captured
+    cap.push(c.server(b"220 ready\r\n"));
+    cap.push(c.client(b"PASV\r\n"));
+    cap.push(c.server(b"227 Entering Passive Mode (198,51,100,2,195,80)\r\n"));
+    assert_eq!(
+        allowing(&replay(&cap, "lostack", &[])),
+        ["#1 allowing 192.0.2.2 to 198.51.100.2 port 50000"]
+    );
+}
+
+#[test]
+fn discarded_long_line_pairs_with_its_own_reply() {
+    let mut long = vec![b'A'; 600];
+    long.extend_from_slice(b"\r\nPORT 192,0,2,2,195,80\r\n");
+    let cap = session(
+        C4,
+        S4,
+        &[(&long, b"500 Command line too long\r\n200 PORT ok\r\n")],
+    );
+    let lines = replay(&cap, "longline", &[]);
+    assert_eq!(
+        allowing(&lines),
+        ["#1 allowing 198.51.100.2 to 192.0.2.2 port 50000"]
+    );
+    assert!(!lines.iter().any(|l| l.contains("closed")), "{lines:#?}");
+    assert!(stats_line(&lines).contains("long lines 1"));
+}
+
+#[test]
+fn unanswered_port_commands_keep_one_hole() {
+    let mut cap = Capture::new();
+    let mut c = Conversation::new(sa(C4), sa(S4), 1000, 5000);
+    cap.extend(c.handshake());
+    cap.push(c.server(b"220 ready\r\n"));
+    for i in 0..16u32 {
+        let p = 50000 + i;
+        cap.push(c.client(format!("PORT 192,0,2,2,{},{}\r\n", p / 256, p % 256).as_bytes()));
+    }
+    let lines = replay(&cap, "pileup", &[]);
+    assert_eq!(allowing(&lines).len(), 16, "{lines:#?}");
+    let closed: Vec<&String> = lines.iter().filter(|l| l.contains("no reply")).collect();
+    assert_eq!(closed.len(), 15, "{lines:#?}");
+    assert_eq!(closed[0], "#1 active: no reply, port 50000 closed");
+    assert_eq!(closed[14], "#1 active: no reply, port 50014 closed");
+    // At shutdown only the last one is still there to remove.
+}
+
+#[test]
+fn bytes_the_server_discards_open_nothing() {
+    // Each injected PORT is in sequence but a real TCP would drop it; the
+    // NOOP the client then sends at the same place is what the server reads.
+    type Forge = fn(&Conversation) -> Vec<u8>;
+    let port = b"PORT 192,0,2,2,195,80\r\n";
+    let cases: [(&str, Forge); 2] = [
+        ("no ACK flag", |c| {
+            ethernet_tcp(
+                c.client,
+                c.server,
+                c.cseq,
+                c.sseq,
+                PSH,
+                b"PORT 192,0,2,2,195,80\r\n",
+            )
+        }),
+        ("ACK for data never sent", |c| {
+            ethernet_tcp(
+                c.client,
+                c.server,
+                c.cseq,
+                c.sseq.wrapping_add(100_000),
+                PSH | ACK,
+                b"PORT 192,0,2,2,195,80\r\n",
+            )
+        }),
+    ];
+    for (name, forge) in cases {
+        let mut cap = Capture::new();
+        let mut c = Conversation::new(sa(C4), sa(S4), 1000, 5000);
+        cap.extend(c.handshake());
+        cap.push(c.server(b"220 ready\r\n"));
+        cap.push(forge(&c));
+        let noop = b"NOOP\r\nNOOP\r\nHELP NOOP\r\n";
+        assert_eq!(noop.len(), port.len());
+        cap.push(c.client(noop));
+        cap.push(c.server(b"200 ok\r\n200 ok\r\n200 ok\r\n"));
+        let lines = replay(&cap, "discarded", &[]);
+        assert!(allowing(&lines).is_empty(), "{name}: {lines:#?}");
+    }
+}
+
+#[test]
+fn gap_filled_with_different_bytes_reads_the_filler() {
+    // A PORT arrives ahead of a gap; the gap is then filled by a segment
+    // that covers it with other bytes. The server's TCP reads the filler.
+    let mut cap = Capture::new();
+    let mut c = Conversation::new(sa(C4), sa(S4), 1000, 5000);
+    cap.extend(c.handshake());
+    cap.push(c.server(b"220 ready\r\n"));
+    cap.push(c.client_raw(c.cseq.wrapping_add(6), b"PORT 192,0,2,2,195,80\r\n"));
+    cap.push(c.client(b"NOOP\r\nXXXXXXXXXXXXXXXXXXXXX\r\n"));
+    cap.push(c.server(b"200 ok\r\n500 what\r\n"));
+    let lines = replay(&cap, "gapfill", &["-D", "7"]);
+    assert!(allowing(&lines).is_empty(), "{lines:#?}");
+    let read: Vec<&String> = lines.iter().filter(|l| l.contains(" command: ")).collect();
+    assert_eq!(
+        read,
+        ["#1 command: NOOP", "#1 command: XXXXXXXXXXXXXXXXXXXXX"]
+    );
+}
+
+/// A handshake with timestamps on both SYNs (TSval starting at `ts`) and
+/// the server's window `window`; the greeting follows.
+fn timestamped(cap: &mut Capture, c: &mut Conversation, ts: u32, window: u16) {
+    let x = |t: u32, window: u16| TcpExtra {
+        window,
+        wscale: None,
+        timestamp: Some((t, 0)),
+    };
+    let client = |t: u32| x(t, 65535);
+    let server = |t: u32| x(t, window);
+    cap.push(ethernet_tcp_extra(
+        c.client,
+        c.server,
+        c.cseq,
+        0,
+        SYN,
+        client(ts),
+        b"",
+    ));
+    c.cseq += 1;
+    let ack = c.cseq;
+    cap.push(ethernet_tcp_extra(
+        c.server,
+        c.client,
+        c.sseq,
+        ack,
+        SYN | ACK,
+        server(ts),
+        b"",
+    ));
+    c.sseq += 1;
+    let (cs, ss) = (c.cseq, c.sseq);
+    cap.push(ethernet_tcp_extra(
+        c.client,
+        c.server,
+        cs,
+        ss,
+        ACK,
+        client(ts + 1),
+        b"",
+    ));
+    let greeting = b"220 ready\r\n";
+    cap.push(ethernet_tcp_extra(
+        c.server,
+        c.client,
+        ss,
+        cs,
+        PSH | ACK,
+        server(ts + 1),
+        greeting,
+    ));
+    c.sseq += greeting.len() as u32;
+}
+
+#[test]
+fn segments_the_server_drops_open_nothing() {
+    // Each forged PORT is one a Linux receiver discards; the client's real
+    // bytes at the same place are what the server reads.
+    let port = b"PORT 192,0,2,2,195,80\r\n";
+    let noop = b"NOOP\r\nNOOP\r\nHELP NOOP\r\n";
+    let ts = |t: u32| TcpExtra {
+        window: 65535,
+        wscale: None,
+        timestamp: Some((t, 0)),
+    };
+    type Forge = fn(&Conversation, &[u8]) -> Vec<u8>;
+    let cases: [(&str, Forge, u16); 5] = [
+        (
+            "bad TCP checksum",
+            |c, p| {
+                let mut f = c.client_raw(c.cseq, p);
+                break_tcp_checksum(&mut f);
+                f
+            },
+            65535,
+        ),
+        (
+            "bad IP header checksum",
+            |c, p| {
+                let mut f = c.client_raw(c.cseq, p);
+                f[14 + 10] ^= 0x41;
+                f
+            },
+            65535,
+        ),
+        (
+            "old timestamp",
+            |c, p| {
+                let x = TcpExtra {
+                    window: 65535,
+                    wscale: None,
+                    timestamp: Some((1000, 0)),
+                };
+                ethernet_tcp_extra(c.client, c.server, c.cseq, c.sseq, PSH | ACK, x, p)
+            },
+            65535,
+        ),
+        (
+            "into a zero window",
+            |c, p| {
+                let x = TcpExtra {
+                    window: 65535,
+                    wscale: None,
+                    timestamp: Some((5001, 0)),
+                };
+                ethernet_tcp_extra(c.client, c.server, c.cseq, c.sseq, PSH | ACK, x, p)
+            },
+            0,
+        ),
+        (
+            "overlapping, acknowledging unsent bytes",
+            |c, p| {
+                let x = TcpExtra {
+                    window: 65535,
+                    wscale: None,
+                    timestamp: Some((5001, 0)),
+                };
+                let ack = c.sseq.wrapping_add(70_000);
+                ethernet_tcp_extra(c.client, c.server, c.cseq - 2, ack, PSH | ACK, x, p)
+            },
+            65535,
+        ),
+    ];
+    for (name, forge, window) in cases {
+        let mut cap = Capture::new();
+        let mut c = Conversation::new(sa(C4), sa(S4), 1000, 5000);
+        timestamped(&mut cap, &mut c, 5000, window);
+        let mut forged = port.to_vec();
+        if name.starts_with("overlapping") {
+            forged = [&b"\r\n"[..], port].concat();
+        }
+        cap.push(forge(&c, &forged));
+        // The server opens its window (if it was closed) and the client
+        // sends what the server really reads.
+        let (cs, ss) = (c.cseq, c.sseq);
+        cap.push(ethernet_tcp_extra(
+            c.server,
+            c.client,
+            ss,
+            cs,
+            ACK,
+            ts(5002),
+            b"",
+        ));
+        cap.push(ethernet_tcp_extra(
+            c.client,
+            c.server,
+            cs,
+            ss,
+            PSH | ACK,
+            ts(5003),
+            noop,
+        ));
+        c.cseq += noop.len() as u32;
+        let reply = b"200 ok\r\n200 ok\r\n214 ok\r\n";
+        cap.push(ethernet_tcp_extra(
+            c.server,
+            c.client,
+            ss,
+            c.cseq,
+            PSH | ACK,
+            ts(5004),
+            reply,
+        ));
+        let lines = replay(&cap, "dropped", &["-D", "7"]);
+        assert!(allowing(&lines).is_empty(), "{name}: {lines:#?}");
+        let read: Vec<&String> = lines.iter().filter(|l| l.contains(" command: ")).collect();
+        assert_eq!(
+            read,
+            [
+                "#1 command: NOOP",
+                "#1 command: NOOP",
+                "#1 command: HELP NOOP"
+            ],
+            "{name}"
+        );
+    }
+}
+
+/// A long anonymous session: `n` rounds of CWD, TYPE I, PASV, RETR; the
+/// frames of round `lost` carrying TYPE I, its 200 and PASV are not
+/// captured (both directions at once, as a busy box drops them).
+fn long_session(n: u32, lost: Option<u32>) -> (Capture, Vec<u16>) {
+    let mut cap = Capture::new();
+    let mut c = Conversation::new(sa(C4), sa(S4), 77_000, 3_000_000_000);
+    cap.extend(c.handshake());
+    cap.push(c.server(b"220 ready\r\n"));
+    cap.push(c.client(b"USER anonymous\r\n"));
+    cap.push(c.server(b"331 send password\r\n"));
+    cap.push(c.client(b"PASS x@\r\n"));
+    cap.push(c.server(b"230 welcome\r\n"));
+    let mut ports = Vec::new();
+    for i in 0..n {
+        let port = 40000 + i as u16;
+        ports.push(port);
+        cap.push(c.client(format!("CWD /pub/{i}\r\n").as_bytes()));
+        cap.push(c.server(b"250 ok\r\n"));
+        let type_i = c.client(b"TYPE I\r\n");
+        let ok = c.server(b"200 Type set to I\r\n");
+        let pasv = c.client(b"PASV\r\n");
+        if lost != Some(i) {
+            cap.push(type_i);
+            cap.push(ok);
+            cap.push(pasv);
+        }
+        let reply = format!(
+            "227 Entering Passive Mode (198,51,100,2,{},{})\r\n",
+            port / 256,
+            port % 256
+        );
+        cap.push(c.server(reply.as_bytes()));
+        cap.push(c.client(b"RETR file\r\n"));
+        cap.push(c.server(b"150 Opening BINARY mode data connection\r\n"));
+        cap.push(c.server(b"226 Transfer complete\r\n"));
+    }
+    cap.extend(c.fin());
+    (cap, ports)
+}
+
+fn allowed_ports(lines: &[String]) -> Vec<u16> {
+    allowing(lines)
+        .iter()
+        .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+        .collect()
+}
+
+#[test]
+fn capture_loss_in_both_directions_recovers() {
+    let (cap, ports) = long_session(300, Some(100));
+    let lines = replay(&cap, "triple-loss", &[]);
+    let got = allowed_ports(&lines);
+    // Round 100 is lost with its PASV; round 101, whose replies follow a
+    // resynchronisation, may be lost too; every other round opens.
+    let want: Vec<u16> = ports
+        .iter()
+        .copied()
+        .filter(|&p| p != 40100 && p != 40101)
+        .collect();
+    let missing: Vec<&u16> = want.iter().filter(|p| !got.contains(p)).collect();
+    assert!(missing.is_empty(), "never opened: {missing:?}");
+    assert!(got.iter().all(|p| ports.contains(p)), "{got:?}");
+    assert!(lines.contains(&"#1 session finish".to_string()));
+}
+
+#[test]
+fn guessed_numbers_after_a_gap_do_not_resynchronise() {
+    // After the loss, an attacker injects a 227 and a matching client
+    // segment with guessed numbers that agree with each other.
+    let (mut cap, _) = long_session(2, Some(1));
+    let fin = cap.frames.split_off(cap.frames.len() - 3);
+    let (cl, sv) = (sa(C4), sa(S4));
+    let reply = b"227 Entering Passive Mode (198,51,100,2,12,234)\r\n";
+    for k in 0..64u32 {
+        let cs = 0x1000_0000u32.wrapping_mul(k + 1).wrapping_add(12_345);
+        let ss = 0x0900_0000u32.wrapping_mul(k + 3).wrapping_add(999);
+        let end = ss.wrapping_add(reply.len() as u32);
+        cap.push(ethernet_tcp(sv, cl, ss, cs, PSH | ACK, reply));
+        cap.push(ethernet_tcp(cl, sv, cs, end, PSH | ACK, b"PASV\r\n"));
+        cap.push(ethernet_tcp(sv, cl, end, cs + 6, PSH | ACK, reply));
+    }
+    cap.frames.extend(fin);
+    let lines = replay(&cap, "guessed", &[]);
+    assert!(!allowed_ports(&lines).contains(&3306), "{lines:#?}");
 }

@@ -1,13 +1,15 @@
 //! Fuzz target: one control connection's two byte streams, cut into
-//! arbitrary segments, through sequence tracking ([`Stream`]), line
-//! reassembly ([`LineBuf`]) and command/reply matching ([`Matcher`]).
+//! arbitrary segments, through the receiver's view of each direction
+//! ([`Stream`]), line reassembly ([`LineBuf`]) and command/reply matching
+//! ([`Matcher`]).
 //!
 //! Each segment says its direction, where it starts relative to what its
 //! stream expects (in order, retransmitted, or past a gap) and what it
 //! acknowledges of the other direction. Checked on every step:
 //!
-//! * `Stream::deliver` hands out a suffix of the payload, and moves the
-//!   expected sequence number by exactly what it handed out;
+//! * `Stream::take` hands out bytes in order, each chunk starting where the
+//!   stream was, and moves the expected sequence number by exactly what it
+//!   handed out;
 //! * no line is longer than `MAX_LINE` or contains an end of line, and the
 //!   bytes held for an unfinished line stay within `MAX_LINE + 1`;
 //! * the matcher's pending-command FIFO is bounded: a small model of it
@@ -20,8 +22,8 @@
 use arbitrary::Arbitrary;
 use ftpsesame::core::ftp::{CommandEvent, MAX_PENDING, Matcher, Negotiation, ReplyEvent};
 use ftpsesame::core::log::Vis;
-use ftpsesame::core::reassembly::MAX_LINE;
-use ftpsesame::core::session::{Delivery, Stream};
+use ftpsesame::core::reassembly::{Line, LineBuf, MAX_LINE};
+use ftpsesame::core::session::{Seg as View, Seq, Stream, Verdict};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Arbitrary, Debug)]
@@ -74,6 +76,11 @@ fn reply_code(line: &[u8]) -> Option<([u8; 3], bool)> {
 impl Model {
     fn client_line(&mut self, ev: CommandEvent) {
         match ev {
+            CommandEvent::Active { .. } => {
+                assert!(!self.encrypted, "queued after TLS");
+                assert!(self.queued < MAX_PENDING, "FIFO grew past MAX_PENDING");
+                self.queued += 1;
+            }
             CommandEvent::Ignored => assert!(self.encrypted, "ignored while readable"),
             CommandEvent::Overflow => {
                 assert!(!self.encrypted);
@@ -123,7 +130,7 @@ impl Model {
         match ev {
             ReplyEvent::None => {}
             ReplyEvent::Negotiated(Negotiation::Active { .. }) => {
-                assert!(popped && &code == b"200", "active without 200")
+                panic!("active mode is decided at the command")
             }
             ReplyEvent::Negotiated(Negotiation::Passive { .. }) => {
                 assert!(popped && (&code == b"227" || &code == b"229"));
@@ -152,7 +159,11 @@ fn check_line(line: &[u8]) {
 
 fuzz_target!(|input: Input<'_>| {
     // [client -> server, server -> client]
-    let mut streams = [Stream::new(input.client_isn), Stream::new(input.server_isn)];
+    let mut streams = [
+        Stream::new(Seq(input.client_isn)),
+        Stream::new(Seq(input.server_isn)),
+    ];
+    let mut lines = [LineBuf::default(), LineBuf::default()];
     let mut matcher = Matcher::default();
     let mut model = Model::default();
     for seg in &input.segs {
@@ -160,42 +171,58 @@ fuzz_target!(|input: Input<'_>| {
         let other = 1 - this;
         let seq = match seg.start {
             Start::InOrder => streams[this].next,
-            Start::Offset(d) => streams[this].next.wrapping_add(d as u32),
+            Start::Offset(d) => streams[this].next + d as u32,
         };
-        // As the engine does: only a plausible segment's ACK is believed.
-        if streams[this].plausible(seq, seg.data.len()) {
-            let ack = streams[other].next.wrapping_add(seg.ack_ahead);
-            streams[other].peer_acked(ack);
+        let view = View {
+            seq,
+            ack: Some(streams[other].next + seg.ack_ahead),
+            window: None,
+            tsval: None,
+            bad_checksum: false,
+            fin: false,
+            payload: seg.data,
+        };
+        let (a, b) = streams.split_at_mut(1);
+        let (st, peer) = if this == 0 {
+            (&mut a[0], &mut b[0])
+        } else {
+            (&mut b[0], &mut a[0])
+        };
+        if st.accept(&view, peer) != Verdict::Accept {
+            continue;
         }
-        let before = streams[this].next;
-        let fresh = match streams[this].deliver(seq, seg.data) {
-            Delivery::Data(d) => {
-                assert!(!d.is_empty() && seg.data.ends_with(d), "not a suffix");
-                assert_eq!(streams[this].next, before.wrapping_add(d.len() as u32));
-                d
-            }
-            Delivery::AfterGap(d) => {
-                assert_eq!(d, seg.data, "gap delivery must be the whole payload");
-                assert_eq!(streams[this].next, seq.wrapping_add(d.len() as u32));
-                d
-            }
-            Delivery::Nothing | Delivery::OutOfWindow => {
-                assert_eq!(streams[this].next, before, "moved without delivering");
-                continue;
-            }
-        };
-        let lines = &mut streams[this].lines;
-        lines.push(fresh, |line| {
-            check_line(line);
-            if seg.from_server {
-                let ev = matcher.server_line(line);
-                model.server_line(line, ev);
-            } else {
-                let ev = matcher.client_line(line);
-                model.client_line(ev);
-            }
+        peer.receiver_acked(view.ack.unwrap(), None);
+        let before = st.next;
+        let mut delivered = 0u32;
+        let buf = &mut lines[this];
+        let _ = st.take(&view, &mut |at, d| {
+            assert_eq!(at, before + delivered, "not in order");
+            delivered += d.len() as u32;
+            buf.push(d, |line, _| {
+                let line = match line {
+                    Line::Whole(line) => line,
+                    // A discarded long command is still answered.
+                    Line::TooLong if !seg.from_server => {
+                        model.client_line(matcher.client_discarded());
+                        return;
+                    }
+                    Line::TooLong | Line::Synced => return,
+                };
+                check_line(line);
+                if seg.from_server {
+                    let ev = matcher.server_line(line, true);
+                    model.server_line(line, ev);
+                } else {
+                    let ev = matcher.client_line(line);
+                    model.client_line(ev);
+                }
+            });
         });
-        assert!(lines.pending() <= MAX_LINE + 1, "partial line unbounded");
+        assert_eq!(st.next, before + delivered, "moved without delivering");
+        assert!(
+            lines[this].pending() <= MAX_LINE + 1,
+            "partial line unbounded"
+        );
         assert_eq!(matcher.encrypted(), model.encrypted);
     }
 });

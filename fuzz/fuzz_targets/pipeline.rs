@@ -17,9 +17,9 @@
 #![no_main]
 
 use ftpsesame::core::decode::Link;
-use ftpsesame::core::engine::{Config, Engine, Timeouts};
-use ftpsesame::firewall::dryrun::DryRun;
+use ftpsesame::core::engine::{Config, ControlPorts, Engine, Timeouts};
 use ftpsesame::core::rule::RuleOptions;
+use ftpsesame::firewall::dryrun::DryRun;
 use libfuzzer_sys::fuzz_target;
 
 const MAX_SESSIONS: usize = 8;
@@ -50,6 +50,7 @@ fuzz_target!(
             },
             live: false,
             recheck_state: head & 0x10 != 0,
+            control_ports: ControlPorts::default(),
         };
         let mut engine = Engine::new(cfg, Box::new(DryRun::new(RuleOptions::default())));
         let mut now = START;

@@ -1,10 +1,12 @@
 //! The pipeline: one captured frame in, firewall changes out.
 //!
-//! `Engine::packet` runs decode -> session -> reassembly -> ftp -> policy
-//! -> firewall for one frame; `Engine::tick` does the periodic work
-//! (half-open and rule expiry, state-table re-checks). Time is whatever
-//! the caller says it is (microseconds): the capture's timestamps in
-//! offline mode, so a replay is deterministic.
+//! `Engine::packet` decodes a frame, routes the segment to its session
+//! (a new one only from a SYN to a control port) and carries out what the
+//! session decided ([`Decisions`]): it alone asks the state table, runs
+//! the policy, commits or removes rules, counts and logs. `Engine::tick`
+//! does the periodic work (half-open and rule expiry, state-table
+//! re-checks). Time is whatever the caller says it is (microseconds): the
+//! capture's timestamps in offline mode, so a replay is deterministic.
 //!
 //! The per-packet path allocates nothing: decoding borrows the frame, the
 //! session lives in the table, complete lines are slices of the segment,
@@ -15,14 +17,19 @@
 use std::net::SocketAddr;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use crate::core::decode::{self, Flags, Link, Segment};
-use crate::core::ftp::{CommandEvent, Negotiation, ReplyEvent};
+use crate::core::decode::{self, Control, Link, Segment};
+use crate::core::ftp::Negotiation;
 use crate::core::log::{self, Level, RateLimit, Vis};
 use crate::core::policy::{self, Denied};
-use crate::core::session::{Delivery, Key, Phase, Session, Stream, Table};
+use crate::core::session::{Decision, Key, Note, Open, Reject, Session, Table, Withdrawal};
 use crate::core::stats::Stats;
 use crate::firewall::{Firewall, State};
 use crate::logmsg;
+
+#[cfg(test)]
+mod fake;
+#[cfg(test)]
+mod tests;
 
 const SECOND: u64 = 1_000_000;
 
@@ -62,6 +69,74 @@ pub struct Config {
     pub live: bool,
     /// Re-check established sessions against the state table at purge.
     pub recheck_state: bool,
+    /// Ports FTP servers listen on: sessions start only from a SYN to one.
+    pub control_ports: ControlPorts,
+}
+
+/// The control ports: the ones the capture expression names with `port N`
+/// (also `tcp port N`, `dst port N`), else 21. At most eight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ControlPorts {
+    ports: [u16; 8],
+    len: u8,
+}
+
+impl Default for ControlPorts {
+    fn default() -> Self {
+        ControlPorts {
+            ports: [21, 0, 0, 0, 0, 0, 0, 0],
+            len: 1,
+        }
+    }
+}
+
+impl ControlPorts {
+    /// The ports a pcap expression names as `port N` or `dst port N`
+    /// (`ftp` is 21; `src port N` names the client side and `not port N`
+    /// excludes, so neither counts); 21 when it names none.
+    pub fn from_expression(expr: &str) -> Self {
+        let words: Vec<&str> = expr
+            .split(|c: char| c.is_whitespace() || c == '(' || c == ')')
+            .filter(|w| !w.is_empty())
+            .collect();
+        let mut ports = ControlPorts {
+            ports: [0; 8],
+            len: 0,
+        };
+        for (i, w) in words.iter().enumerate() {
+            if *w != "port" {
+                continue;
+            }
+            let before = |k: usize| i.checked_sub(k).map(|j| words[j]);
+            let negated = |w: Option<&str>| matches!(w, Some("not" | "!"));
+            if before(1) == Some("src")
+                || negated(before(1))
+                || (matches!(before(1), Some("tcp" | "dst")) && negated(before(2)))
+            {
+                continue;
+            }
+            let number = |n: &str| match n {
+                "ftp" => Some(21),
+                n => n.parse::<u16>().ok(),
+            };
+            if let Some(p) = words.get(i + 1).and_then(|n| number(n))
+                && p != 0
+                && !ports.contains(p)
+                && (ports.len as usize) < ports.ports.len()
+            {
+                ports.ports[ports.len as usize] = p;
+                ports.len += 1;
+            }
+        }
+        if ports.len == 0 {
+            return ControlPorts::default();
+        }
+        ports
+    }
+
+    pub fn contains(&self, port: u16) -> bool {
+        self.ports[..self.len as usize].contains(&port)
+    }
 }
 
 /// The whole platform-independent daemon.
@@ -73,6 +148,8 @@ pub struct Engine {
     next_purge: u64,
     /// Log lines that packets can trigger by the thousand.
     noisy: RateLimit,
+    /// The last passive reply read, for its log line after the commit.
+    passive: LineCopy,
     pub stats: Stats,
 }
 
@@ -92,6 +169,10 @@ impl Engine {
             next_id: 1,
             next_purge: 0,
             noisy: RateLimit::new(10),
+            passive: LineCopy {
+                buf: [0; 128],
+                len: 0,
+            },
             stats: Stats::default(),
         }
     }
@@ -120,49 +201,63 @@ impl Engine {
         let src = SocketAddr::new(seg.src, seg.sport);
         let dst = SocketAddr::new(seg.dst, seg.dport);
         let key = Key::new(src, dst);
-        let f = seg.flags;
-        if f.has(Flags::SYN) && !f.has(Flags::ACK) {
-            self.syn(ts, key, src, dst, seg.seq);
-            return;
-        }
         let Some(sess) = self.table.get_mut(&key) else {
-            return;
-        };
-        sess.last_seen = ts;
-        let from_client = src == sess.client;
-        if f.has(Flags::SYN) {
-            if !from_client {
-                self.syn_ack(key, &seg);
+            // A client SYN to a control port, from a port that is not one.
+            let ports = &self.cfg.control_ports;
+            if seg.control == Control::Syn
+                && ports.contains(seg.dport)
+                && !ports.contains(seg.sport)
+            {
+                self.new_session(ts, key, src, dst, &seg);
             }
             return;
-        }
-        if let Phase::SynSent { .. } = sess.phase {
-            return; // nothing is trusted before the server answered
-        }
-        let ctx = Ctx {
-            fw: &mut *self.fw,
-            stats: &mut self.stats,
-            cfg: &self.cfg,
-            ts,
         };
-        if ctx.segment(sess, from_client, &seg) {
-            let sess = self.table.remove(&key).expect("session present");
-            self.finish(sess);
+        let id = sess.id;
+        let (stats, passive) = (&mut self.stats, &mut self.passive);
+        let ds = sess.on_segment(&seg, ts, &mut |n| note(stats, passive, id, n));
+        if ds.is_empty() {
+            return;
+        }
+        let mut end = false;
+        for d in ds.iter() {
+            match d {
+                Decision::Ignored(r) => ignored(&mut self.stats, id, r),
+                Decision::Verify => {
+                    if !verify(&mut *self.fw, &mut self.stats, sess) {
+                        end = true;
+                        break;
+                    }
+                }
+                Decision::Withdraw { port, why } => withdraw(&mut *self.fw, sess, port, why),
+                Decision::Open(open) => {
+                    let cfg = &self.cfg;
+                    let line = &self.passive;
+                    commit(&mut *self.fw, &mut self.stats, cfg, ts, sess, open, line)
+                }
+                Decision::End => {
+                    let sess = self.table.remove(&key).expect("session present");
+                    self.finish(sess);
+                    return;
+                }
+            }
+        }
+        if end {
+            self.table.remove(&key);
         }
     }
 
-    fn syn(&mut self, ts: u64, key: Key, client: SocketAddr, server: SocketAddr, isn: u32) {
-        if let Some(s) = self.table.get_mut(&key) {
-            // A retransmitted SYN; never let a SYN reset a live session.
-            if matches!(s.phase, Phase::SynSent { .. }) && s.client == client {
-                s.phase = Phase::SynSent { client_isn: isn };
-            }
-            return;
-        }
+    fn new_session(
+        &mut self,
+        ts: u64,
+        key: Key,
+        client: SocketAddr,
+        server: SocketAddr,
+        syn: &Segment<'_>,
+    ) {
         let id = self.next_id;
         match self
             .table
-            .insert(key, Session::new(id, client, server, isn, ts))
+            .insert(key, Session::new(id, client, server, syn, ts))
         {
             Ok(evicted) => {
                 self.next_id = self.next_id.wrapping_add(1).max(1);
@@ -186,37 +281,6 @@ impl Engine {
                         format_args!("session table full ({max}), refusing {client}"),
                     );
                 }
-            }
-        }
-    }
-
-    fn syn_ack(&mut self, key: Key, seg: &Segment<'_>) {
-        let Some(sess) = self.table.get_mut(&key) else {
-            return;
-        };
-        let Phase::SynSent { client_isn } = sess.phase else {
-            return;
-        };
-        if seg.ack != client_isn.wrapping_add(1) {
-            return; // does not answer this SYN
-        }
-        sess.c2s = Stream::new(client_isn.wrapping_add(1));
-        sess.s2c = Stream::new(seg.seq.wrapping_add(1));
-        let (id, client, server) = (sess.id, sess.client, sess.server);
-        match self.fw.lookup(client, server) {
-            Ok(State::Tracked { real_client }) => {
-                sess.real_client = real_client;
-                sess.phase = Phase::Verified;
-            }
-            Ok(State::NotTracked) => {
-                logmsg!(Level::Notice, "#{id} session not in statetable");
-                self.stats.untracked += 1;
-                self.table.remove(&key);
-            }
-            Err(e) => {
-                logmsg!(Level::Err, "#{id} state lookup failed: {e}");
-                self.stats.untracked += 1;
-                self.table.remove(&key);
             }
         }
     }
@@ -274,9 +338,11 @@ impl Engine {
         self.stats.sessions_active = 0;
     }
 
-    /// The `stats:` line.
+    /// The `stats:` line. The segments sessions did not take are logged
+    /// by reason on a `rejected:` line just before it.
     pub fn stats_line(&mut self) -> String {
         self.stats.sessions_active = self.table.len() as u64;
+        logmsg!(Level::Notice, "rejected: {}", Rejects(&self.stats.rejects));
         self.stats.to_string()
     }
 }
@@ -295,218 +361,181 @@ fn clear_rules(fw: &mut dyn Firewall, sess: &mut Session) {
     }
 }
 
-/// What one established-session segment needs besides the session.
-struct Ctx<'a> {
-    fw: &'a mut dyn Firewall,
-    stats: &'a mut Stats,
-    cfg: &'a Config,
-    ts: u64,
-}
-
-impl Ctx<'_> {
-    /// Handle one segment of a verified session; true when it ends it.
-    fn segment(mut self, sess: &mut Session, from_client: bool, seg: &Segment<'_>) -> bool {
-        let f = seg.flags;
-        let (this, other) = if from_client {
-            (&mut sess.c2s, &mut sess.s2c)
-        } else {
-            (&mut sess.s2c, &mut sess.c2s)
-        };
-        if f.has(Flags::RST) {
-            // RFC 5961 spirit: only a reset at the expected point counts.
-            return seg.seq == this.next;
-        }
-        if f.has(Flags::ACK) && this.plausible(seg.seq, seg.payload.len()) {
-            other.peer_acked(seg.ack);
-            if from_client && sess.phase == Phase::Verified && seg.ack == other.next {
-                sess.phase = Phase::Established;
-            }
-        }
-        if sess.phase != Phase::Established {
-            return false;
-        }
-        let this = if from_client {
-            &mut sess.c2s
-        } else {
-            &mut sess.s2c
-        };
-        let data = match this.deliver(seg.seq, seg.payload) {
-            Delivery::Data(d) | Delivery::AfterGap(d) => d,
-            Delivery::Nothing => &[][..],
-            Delivery::OutOfWindow => {
-                self.stats.out_of_window += 1;
-                logmsg!(Level::Debug, "#{} out-of-window segment ignored", sess.id);
-                return false;
-            }
-        };
-        // FIN counts once the stream reached it.
-        let fin = f.has(Flags::FIN) && this.ends_here(seg.seq, seg.payload.len());
-        if !data.is_empty() {
-            self.lines(sess, from_client, data);
-        }
-        fin
-    }
-
-    fn lines(&mut self, sess: &mut Session, from_client: bool, data: &[u8]) {
-        use crate::core::ftp::Command;
-        let id = sess.id;
-        let stats = &mut *self.stats;
-        // The last negotiation in this segment: each one replaces the
-        // session's rules, so only the last one would survive anyway.
-        let mut found: Option<(Negotiation, LineCopy)> = None;
-        let mut refused: Option<u16> = None;
-        let Session { c2s, s2c, ftp, .. } = sess;
-        let buf = if from_client {
-            &mut c2s.lines
-        } else {
-            &mut s2c.lines
-        };
-        let long = buf.push(data, |line| {
-            if from_client {
-                match ftp.client_line(line) {
-                    CommandEvent::Queued(Command::Malformed) => {
-                        logmsg!(Level::Warning, "#{id} parse_port failed: {}", Vis(line));
-                    }
-                    CommandEvent::Queued(Command::Port(port)) => {
-                        logmsg!(Level::Info, "#{id} active: {}", Vis(line));
-                        stats.negotiations += 1;
-                        found = Some((Negotiation::Active { port, v6: None }, LineCopy::new(line)));
-                    }
-                    CommandEvent::Queued(Command::Eprt { port, v6 }) => {
-                        logmsg!(Level::Info, "#{id} active: {}", Vis(line));
-                        stats.negotiations += 1;
-                        found = Some((
-                            Negotiation::Active { port, v6: Some(v6) },
-                            LineCopy::new(line),
-                        ));
-                    }
-                    CommandEvent::Overflow => stats.pending_overflow += 1,
-                    _ => {}
-                }
-                return;
-            }
-            match ftp.server_line(line) {
-                // Active mode was opened at the command already (below).
-                ReplyEvent::Negotiated(Negotiation::Active { .. }) => {}
-                ReplyEvent::Negotiated(n) => {
-                    stats.negotiations += 1;
-                    found = Some((n, LineCopy::new(line)));
-                }
-                ReplyEvent::ActiveRefused { port } => refused = Some(port),
-                ReplyEvent::ParseFailed => {
-                    logmsg!(Level::Warning, "#{id} parse_port failed: {}", Vis(line))
-                }
-                ReplyEvent::Encrypted => logmsg!(
-                    Level::Notice,
-                    "#{id} control connection encrypted, not followed"
-                ),
-                ReplyEvent::None => {}
-            }
-        });
-        self.stats.long_lines += u64::from(long);
-        if let Some(port) = refused {
-            self.active_refused(sess, port);
-        }
-        if let Some((n, line)) = found {
-            self.negotiate(sess, n, &line);
-        }
-    }
-
-    /// The server answered a PORT/EPRT with anything but 200: close the
-    /// hole opened for it, if it is still the session's current one.
-    fn active_refused(&mut self, sess: &mut Session, port: u16) {
-        if !matches!(sess.current, Some(Negotiation::Active { port: p, .. }) if p == port) {
-            return;
-        }
-        clear_rules(self.fw, sess);
-        logmsg!(
-            Level::Info,
-            "#{} active: refused by the server, port {port} closed",
-            sess.id
-        );
-    }
-
-    fn negotiate(&mut self, sess: &mut Session, neg: Negotiation, reply: &LineCopy) {
-        // Offline, latency is measured from here: the capture clock is not ours.
-        let started = Instant::now();
-        let id = sess.id;
-        let new = match policy::rules(neg, sess.client.ip(), sess.server.ip(), sess.real_client) {
-            Ok(set) => set,
-            Err(Denied::LowPort(p)) => {
-                self.stats.denied += 1;
-                logmsg!(Level::Notice, "#{id} denying low port {p} request");
-                return;
-            }
-            Err(Denied::WrongFamily) => {
-                self.stats.denied += 1;
-                logmsg!(
-                    Level::Notice,
-                    "#{id} denying EPRT for another address family"
-                );
-                return;
-            }
-        };
-        let old = sess.rules();
-        match self.fw.replace(id, old.as_slice(), new.as_slice()) {
-            Ok(()) => {
-                let ns = if self.cfg.live {
-                    now_us().saturating_sub(self.ts) * 1000
-                } else {
-                    started.elapsed().as_nanos() as u64
-                };
-                self.stats.latency.record(ns);
-                self.stats.committed += 1;
-                sess.current = Some(neg);
-                sess.rules_expire = self.ts + self.cfg.timeouts.rule;
-                if let Negotiation::Passive { .. } = neg {
-                    logmsg!(Level::Info, "#{id} passive: {}", Vis(reply.as_bytes()));
-                }
-                for (i, r) in new.as_slice().iter().enumerate() {
-                    if i == 0 {
-                        logmsg!(
-                            Level::Info,
-                            "#{id} allowing {} to {} port {}",
-                            r.src,
-                            r.dst,
-                            r.port
-                        );
-                    } else {
-                        logmsg!(
-                            Level::Info,
-                            "#{id} passive/nat: also allowing {} to {} port {}",
-                            r.src,
-                            r.dst,
-                            r.port
-                        );
-                    }
-                }
-            }
-            Err(e) => {
-                self.stats.failed += 1;
-                logmsg!(Level::Err, "#{id} commit failed: {e}");
-            }
-        }
-    }
-}
-
-/// A reply line kept on the stack so it can be logged after the commit.
-#[derive(Clone, Copy)]
+/// A line kept so it can be logged after the commit.
 struct LineCopy {
     buf: [u8; 128],
     len: u8,
 }
 
 impl LineCopy {
-    fn new(line: &[u8]) -> Self {
-        let mut c = LineCopy {
-            buf: [0; 128],
-            len: line.len().min(128) as u8,
-        };
-        c.buf[..c.len as usize].copy_from_slice(&line[..c.len as usize]);
-        c
+    fn set(&mut self, line: &[u8]) {
+        let n = line.len().min(self.buf.len());
+        self.buf[..n].copy_from_slice(&line[..n]);
+        self.len = n as u8;
     }
 
     fn as_bytes(&self) -> &[u8] {
-        &self.buf[..self.len as usize]
+        &self.buf[..usize::from(self.len)]
+    }
+}
+
+/// Count and log what a session read; keep a passive reply for the log
+/// line that follows its commit.
+fn note(stats: &mut Stats, passive: &mut LineCopy, id: u32, n: Note<'_>) {
+    match n {
+        Note::Command(line) => logmsg!(Level::Debug, "#{id} command: {}", Vis(line)),
+        Note::Reply(line) => logmsg!(Level::Debug, "#{id} reply: {}", Vis(line)),
+        Note::Active(line) => {
+            stats.negotiations += 1;
+            logmsg!(Level::Info, "#{id} active: {}", Vis(line));
+        }
+        Note::Passive(line) => {
+            stats.negotiations += 1;
+            passive.set(line);
+        }
+        Note::Malformed(line) => {
+            logmsg!(Level::Warning, "#{id} parse_port failed: {}", Vis(line))
+        }
+        Note::Encrypted => logmsg!(
+            Level::Notice,
+            "#{id} control connection encrypted, not followed"
+        ),
+        Note::Overflow => stats.pending_overflow += 1,
+        Note::LongLine => stats.long_lines += 1,
+    }
+}
+
+/// The per-reason reject counters, as `name N, ...`.
+struct Rejects<'a>(&'a [u64; Reject::ALL.len()]);
+
+impl std::fmt::Display for Rejects<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, r) in Reject::ALL.iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            write!(f, "{sep}{} {}", r.name(), self.0[*r as usize])?;
+        }
+        Ok(())
+    }
+}
+
+/// A segment the session did not take.
+fn ignored(stats: &mut Stats, id: u32, r: Reject) {
+    stats.rejects[r as usize] += 1;
+    if r.out_of_window() {
+        stats.out_of_window += 1;
+        logmsg!(Level::Debug, "#{id} out-of-window segment ignored");
+    } else {
+        logmsg!(Level::Debug, "#{id} segment ignored: {r}");
+    }
+}
+
+/// Ask the state table about a session's connection; false when the
+/// session must go.
+fn verify(fw: &mut dyn Firewall, stats: &mut Stats, sess: &mut Session) -> bool {
+    let id = sess.id;
+    match fw.lookup(sess.client, sess.server) {
+        Ok(State::Tracked { real_client }) => {
+            sess.verified(Some(real_client));
+            true
+        }
+        Ok(State::NotTracked) => {
+            logmsg!(Level::Notice, "#{id} session not in statetable");
+            stats.untracked += 1;
+            false
+        }
+        Err(e) => {
+            logmsg!(Level::Err, "#{id} state lookup failed: {e}");
+            stats.untracked += 1;
+            false
+        }
+    }
+}
+
+/// Close an active hole if it is the session's current one.
+fn withdraw(fw: &mut dyn Firewall, sess: &mut Session, port: u16, why: Withdrawal) {
+    if !matches!(sess.current, Some(Negotiation::Active { port: p, .. }) if p == port) {
+        return;
+    }
+    clear_rules(fw, sess);
+    let id = sess.id;
+    match why {
+        Withdrawal::Refused => logmsg!(
+            Level::Info,
+            "#{id} active: refused by the server, port {port} closed"
+        ),
+        Withdrawal::NoReply => logmsg!(Level::Info, "#{id} active: no reply, port {port} closed"),
+    }
+}
+
+/// Run the policy on a negotiation and commit its rules, replacing the
+/// session's.
+fn commit(
+    fw: &mut dyn Firewall,
+    stats: &mut Stats,
+    cfg: &Config,
+    ts: u64,
+    sess: &mut Session,
+    open: Open,
+    passive: &LineCopy,
+) {
+    // Offline, latency is measured from here: the capture clock is not ours.
+    let started = Instant::now();
+    let id = sess.id;
+    let neg = open.neg;
+    let new = match policy::rules(neg, sess.client.ip(), sess.server.ip(), sess.real_client) {
+        Ok(set) => set,
+        Err(Denied::LowPort(p)) => {
+            stats.denied += 1;
+            logmsg!(Level::Notice, "#{id} denying low port {p} request");
+            return;
+        }
+        Err(Denied::WrongFamily) => {
+            stats.denied += 1;
+            logmsg!(
+                Level::Notice,
+                "#{id} denying EPRT for another address family"
+            );
+            return;
+        }
+    };
+    let old = sess.rules();
+    match fw.replace(id, old.as_slice(), new.as_slice()) {
+        Ok(()) => {
+            let ns = if cfg.live {
+                now_us().saturating_sub(ts) * 1000
+            } else {
+                started.elapsed().as_nanos() as u64
+            };
+            stats.latency.record(ns);
+            stats.committed += 1;
+            sess.current = Some(neg);
+            sess.rules_expire = ts + cfg.timeouts.rule;
+            if let Negotiation::Passive { .. } = neg {
+                logmsg!(Level::Info, "#{id} passive: {}", Vis(passive.as_bytes()));
+            }
+            for (i, r) in new.as_slice().iter().enumerate() {
+                if i == 0 {
+                    logmsg!(
+                        Level::Info,
+                        "#{id} allowing {} to {} port {}",
+                        r.src,
+                        r.dst,
+                        r.port
+                    );
+                } else {
+                    logmsg!(
+                        Level::Info,
+                        "#{id} passive/nat: also allowing {} to {} port {}",
+                        r.src,
+                        r.dst,
+                        r.port
+                    );
+                }
+            }
+        }
+        Err(e) => {
+            stats.failed += 1;
+            logmsg!(Level::Err, "#{id} commit failed: {e}");
+        }
     }
 }

@@ -6,10 +6,19 @@
 //! completes nothing, 1xx replies are preliminary, and a multi-line reply
 //! (`227-` ... `227 `) completes its command at its last line, judged by
 //! its first line (as the original did). A data connection is negotiated
-//! only by a *pair*: PORT/EPRT answered `200`, PASV answered `227`, EPSV
-//! answered `229`. (Active mode is also reported when the command is seen,
-//! see the engine, and a refusal of it is reported so the hole can close.) Once `AUTH` is answered `234` the connection is
-//! encrypted and nothing more is read from it.
+//! by PASV answered `227` and EPSV answered `229`. Active mode is decided
+//! here too, in one place: at the command, since some servers connect
+//! before they answer `200`; a refusal of it is reported so the hole can
+//! close, and so is a PORT/EPRT that comes while the previous one still
+//! waits for its reply (at most one active hole waits per connection).
+//! Once `AUTH` is answered `234` the connection is encrypted and nothing
+//! more is read from it.
+//!
+//! A line reassembly discarded as too long is still a command to the
+//! server, which answers it: it is queued as a placeholder
+//! ([`Matcher::client_discarded`]). After a capture gap the queue is
+//! emptied ([`Matcher::realign`]) and the session decides which replies may
+//! pair again.
 //!
 //! Addresses inside PORT/EPRT/227 are parsed (a malformed one is refused)
 //! but not returned: policy uses the control connection's addresses.
@@ -17,13 +26,24 @@
 /// Pending commands kept per session; more are counted and dropped.
 pub const MAX_PENDING: usize = 16;
 
+/// The address family an active negotiation named.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Af {
+    /// `PORT`: its address is ignored, any control connection may use it.
+    Unspecified,
+    /// `EPRT |1|...`.
+    Inet,
+    /// `EPRT |2|...`.
+    Inet6,
+}
+
 /// A client command, as far as data connections are concerned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Command {
     /// `PORT h1,h2,h3,h4,p1,p2`: active, port.
     Port(u16),
-    /// `EPRT |af|addr|port|`: active, port; `v6` is the address family.
-    Eprt { port: u16, v6: bool },
+    /// `EPRT |af|addr|port|`: active, port and address family.
+    Eprt { port: u16, af: Af },
     /// `PASV`.
     Pasv,
     /// `EPSV` or `EPSV <af>`.
@@ -40,8 +60,8 @@ pub enum Command {
 /// A data connection both sides agreed on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Negotiation {
-    /// The server will connect to the client's `port` (PORT/EPRT + 200).
-    Active { port: u16, v6: Option<bool> },
+    /// The server will connect to the client's `port` (PORT/EPRT).
+    Active { port: u16, af: Af },
     /// The client will connect to the server's `port` (227/229).
     Passive { port: u16 },
 }
@@ -51,7 +71,7 @@ pub enum Negotiation {
 pub enum ReplyEvent {
     /// Nothing worth acting on.
     None,
-    /// A negotiation completed.
+    /// A passive negotiation completed.
     Negotiated(Negotiation),
     /// A 227/229 paired with PASV/EPSV whose port does not parse.
     ParseFailed,
@@ -64,8 +84,14 @@ pub enum ReplyEvent {
 /// What one client line produced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CommandEvent {
-    /// Queued.
+    /// Queued (anything but a well-formed PORT/EPRT).
     Queued(Command),
+    /// A well-formed PORT/EPRT, queued: open its hole now. `unanswered` is
+    /// the port of the previous one if it still waits for its reply.
+    Active {
+        neg: Negotiation,
+        unanswered: Option<u16>,
+    },
     /// The FIFO was full; the command was dropped.
     Overflow,
     /// Ignored (connection encrypted).
@@ -89,6 +115,8 @@ pub struct Matcher {
     greeted: bool,
     encrypted: bool,
     multiline: Option<ReplyStart>,
+    /// Port of the last PORT/EPRT whose reply has not come yet.
+    awaiting: Option<u16>,
 }
 
 fn is_verb(line: &[u8], verb: &[u8]) -> bool {
@@ -124,8 +152,8 @@ pub fn parse_hostport(s: &[u8]) -> Option<u16> {
     Some((parts[4] * 256 + parts[5]) as u16)
 }
 
-/// `<d>af<d>addr<d>port<d>` (RFC 2428) -> (port, v6).
-pub fn parse_eprt(s: &[u8]) -> Option<(u16, bool)> {
+/// `<d>af<d>addr<d>port<d>` (RFC 2428) -> (port, family).
+pub fn parse_eprt(s: &[u8]) -> Option<(u16, Af)> {
     let &d = s.first()?;
     if !(33..=126).contains(&d) || d.is_ascii_digit() {
         return None;
@@ -136,13 +164,13 @@ pub fn parse_eprt(s: &[u8]) -> Option<(u16, bool)> {
         return None;
     }
     let addr = std::str::from_utf8(addr).ok()?;
-    let v6 = match af {
-        b"1" => addr.parse::<std::net::Ipv4Addr>().map(|_| false).ok()?,
-        b"2" => addr.parse::<std::net::Ipv6Addr>().map(|_| true).ok()?,
+    let af = match af {
+        b"1" => addr.parse::<std::net::Ipv4Addr>().map(|_| Af::Inet).ok()?,
+        b"2" => addr.parse::<std::net::Ipv6Addr>().map(|_| Af::Inet6).ok()?,
         _ => return None,
     };
     let port = number(port, 65535)?;
-    Some((port as u16, v6))
+    Some((port as u16, af))
 }
 
 /// The port in a 227 reply text: `(h1,...,p2)`, or without parentheses
@@ -187,7 +215,7 @@ pub fn parse_command(line: &[u8]) -> Command {
         parse_hostport(arg_of(line, 4)).map_or(Command::Malformed, Command::Port)
     } else if is_verb(line, b"EPRT") {
         parse_eprt(arg_of(line, 4))
-            .map_or(Command::Malformed, |(port, v6)| Command::Eprt { port, v6 })
+            .map_or(Command::Malformed, |(port, af)| Command::Eprt { port, af })
     } else if is_verb(line, b"PASV") {
         Command::Pasv
     } else if is_verb(line, b"EPSV") {
@@ -225,17 +253,43 @@ impl Matcher {
 
     /// A complete client line.
     pub fn client_line(&mut self, line: &[u8]) -> CommandEvent {
+        self.queue(parse_command(line))
+    }
+
+    /// A client line too long to keep: the server still reads it as a
+    /// command and answers it, so its reply must pair with it.
+    pub fn client_discarded(&mut self) -> CommandEvent {
+        self.queue(Command::Other)
+    }
+
+    fn queue(&mut self, cmd: Command) -> CommandEvent {
         if self.encrypted {
             return CommandEvent::Ignored;
         }
         if self.len as usize == MAX_PENDING {
             return CommandEvent::Overflow;
         }
-        let cmd = parse_command(line);
         let slot = (self.head as usize + self.len as usize) % MAX_PENDING;
         self.pending[slot] = cmd;
         self.len += 1;
-        CommandEvent::Queued(cmd)
+        let (port, af) = match cmd {
+            Command::Port(port) => (port, Af::Unspecified),
+            Command::Eprt { port, af } => (port, af),
+            _ => return CommandEvent::Queued(cmd),
+        };
+        CommandEvent::Active {
+            neg: Negotiation::Active { port, af },
+            unanswered: self.awaiting.replace(port),
+        }
+    }
+
+    /// Commands and replies were lost: forget what was pending. Replies
+    /// that follow may answer commands we never saw; the caller decides
+    /// when they pair again (`server_line`'s `pair`).
+    pub fn realign(&mut self) {
+        self.len = 0;
+        self.head = 0;
+        self.multiline = None;
     }
 
     fn pop(&mut self) -> Option<Command> {
@@ -248,8 +302,9 @@ impl Matcher {
         Some(cmd)
     }
 
-    /// A complete server line.
-    pub fn server_line(&mut self, line: &[u8]) -> ReplyEvent {
+    /// A complete server line. With `pair` false a final reply completes
+    /// no command (it may answer one we never saw).
+    pub fn server_line(&mut self, line: &[u8], pair: bool) -> ReplyEvent {
         if self.encrypted {
             return ReplyEvent::None;
         }
@@ -281,6 +336,10 @@ impl Matcher {
                 start
             }
         };
+        if !pair && start.code[0] != b'1' {
+            self.greeted = true;
+            return ReplyEvent::None;
+        }
         self.complete(start)
     }
 
@@ -297,13 +356,13 @@ impl Matcher {
         let Some(cmd) = self.pop() else {
             return ReplyEvent::None; // unsolicited, e.g. 421
         };
+        if let Command::Port(port) | Command::Eprt { port, .. } = cmd
+            && self.awaiting == Some(port)
+        {
+            self.awaiting = None;
+        }
         match (cmd, &reply.code) {
-            (Command::Port(port), b"200") => {
-                ReplyEvent::Negotiated(Negotiation::Active { port, v6: None })
-            }
-            (Command::Eprt { port, v6 }, b"200") => {
-                ReplyEvent::Negotiated(Negotiation::Active { port, v6: Some(v6) })
-            }
+            (Command::Port(_) | Command::Eprt { .. }, b"200") => ReplyEvent::None,
             (Command::Pasv, b"227") | (Command::Epsv, b"229") => match reply.port {
                 Some(port) => ReplyEvent::Negotiated(Negotiation::Passive { port }),
                 None => ReplyEvent::ParseFailed,
@@ -327,7 +386,7 @@ mod tests {
 
     fn greeted() -> Matcher {
         let mut m = Matcher::default();
-        assert_eq!(m.server_line(b"220 ready"), ReplyEvent::None);
+        assert_eq!(m.server_line(b"220 ready", true), ReplyEvent::None);
         m
     }
 
@@ -342,7 +401,7 @@ mod tests {
             let mut m = greeted();
             m.client_line(b"pasv");
             assert_eq!(
-                m.server_line(reply),
+                m.server_line(reply, true),
                 ReplyEvent::Negotiated(Negotiation::Passive { port: 50000 }),
                 "{reply:?}"
             );
@@ -354,64 +413,101 @@ mod tests {
         let mut m = greeted();
         m.client_line(b"EPSV 2");
         assert_eq!(
-            m.server_line(b"229 Entering Extended Passive Mode (|||50001|)"),
+            m.server_line(b"229 Entering Extended Passive Mode (|||50001|)", true),
             ReplyEvent::Negotiated(Negotiation::Passive { port: 50001 })
         );
         m.client_line(b"EPSV");
         assert_eq!(
-            m.server_line(b"229 ok (!!!50002!)"),
+            m.server_line(b"229 ok (!!!50002!)", true),
             ReplyEvent::Negotiated(Negotiation::Passive { port: 50002 })
         );
     }
 
+    fn active(port: u16, af: Af, unanswered: Option<u16>) -> CommandEvent {
+        CommandEvent::Active {
+            neg: Negotiation::Active { port, af },
+            unanswered,
+        }
+    }
+
     #[test]
-    fn port_and_eprt_need_200() {
+    fn active_is_decided_at_the_command() {
+        let mut m = greeted();
+        assert_eq!(
+            m.client_line(b"PORT 192,0,2,2,195,81"),
+            active(50001, Af::Unspecified, None)
+        );
+        assert_eq!(
+            m.server_line(b"500 no", true),
+            ReplyEvent::ActiveRefused { port: 50001 }
+        );
+        assert_eq!(
+            m.client_line(b"EPRT |2|2001:db8::2|50002|"),
+            active(50002, Af::Inet6, None)
+        );
+        assert_eq!(m.server_line(b"200 EPRT ok", true), ReplyEvent::None);
+        assert_eq!(
+            m.client_line(b"eprt !1!192.0.2.2!50003!"),
+            active(50003, Af::Inet, None)
+        );
+    }
+
+    #[test]
+    fn one_active_hole_waits_for_its_reply() {
         let mut m = greeted();
         m.client_line(b"PORT 192,0,2,2,195,81");
         assert_eq!(
-            m.server_line(b"500 no"),
+            m.client_line(b"PORT 192,0,2,2,195,82"),
+            active(50002, Af::Unspecified, Some(50001))
+        );
+        assert_eq!(m.server_line(b"200 ok", true), ReplyEvent::None);
+        assert_eq!(m.server_line(b"200 ok", true), ReplyEvent::None);
+        assert_eq!(
+            m.client_line(b"PORT 192,0,2,2,195,83"),
+            active(50003, Af::Unspecified, None)
+        );
+    }
+
+    #[test]
+    fn discarded_long_line_is_answered() {
+        let mut m = greeted();
+        assert_eq!(m.client_discarded(), CommandEvent::Queued(Command::Other));
+        m.client_line(b"PORT 192,0,2,2,195,81");
+        // The 500 answers the long line, not the PORT.
+        assert_eq!(m.server_line(b"500 too long", true), ReplyEvent::None);
+        assert_eq!(
+            m.server_line(b"500 no", true),
             ReplyEvent::ActiveRefused { port: 50001 }
         );
-        m.client_line(b"PORT 192,0,2,2,195,81");
+    }
+
+    #[test]
+    fn unpaired_replies_after_realign() {
+        let mut m = greeted();
+        m.client_line(b"PASV");
+        m.realign();
         assert_eq!(
-            m.server_line(b"200 PORT ok"),
-            ReplyEvent::Negotiated(Negotiation::Active {
-                port: 50001,
-                v6: None
-            })
+            m.server_line(b"227 (198,51,100,2,195,80)", false),
+            ReplyEvent::None
         );
-        m.client_line(b"EPRT |2|2001:db8::2|50002|");
+        m.client_line(b"PASV");
         assert_eq!(
-            m.server_line(b"200 EPRT ok"),
-            ReplyEvent::Negotiated(Negotiation::Active {
-                port: 50002,
-                v6: Some(true)
-            })
-        );
-        m.client_line(b"eprt !1!192.0.2.2!50003!");
-        assert_eq!(
-            m.server_line(b"200 EPRT ok"),
-            ReplyEvent::Negotiated(Negotiation::Active {
-                port: 50003,
-                v6: Some(false)
-            })
+            m.server_line(b"227 (198,51,100,2,195,81)", true),
+            ReplyEvent::Negotiated(Negotiation::Passive { port: 50001 })
         );
     }
 
     #[test]
     fn greeting_does_not_answer_an_early_command() {
         let mut m = Matcher::default();
-        m.client_line(b"PORT 192,0,2,2,195,81");
+        m.client_line(b"PASV");
         assert_eq!(
-            m.server_line(b"200 looks like a greeting"),
+            m.server_line(b"227 looks like a greeting (198,51,100,2,195,80)", true),
             ReplyEvent::None
         );
         assert_eq!(
-            m.server_line(b"200 PORT ok"),
-            ReplyEvent::Negotiated(Negotiation::Active {
-                port: 50001,
-                v6: None
-            })
+            m.server_line(b"227 (198,51,100,2,195,81)", true),
+            ReplyEvent::Negotiated(Negotiation::Passive { port: 50001 })
         );
     }
 
@@ -422,15 +518,15 @@ mod tests {
         m.client_line(b"PASV");
         m.client_line(b"RETR x");
         assert_eq!(
-            m.server_line(b"227 wrong pairing (198,51,100,2,195,80)"),
+            m.server_line(b"227 wrong pairing (198,51,100,2,195,80)", true),
             ReplyEvent::None
         );
         assert_eq!(
-            m.server_line(b"227 (198,51,100,2,195,82)"),
+            m.server_line(b"227 (198,51,100,2,195,82)", true),
             ReplyEvent::Negotiated(Negotiation::Passive { port: 50002 })
         );
-        assert_eq!(m.server_line(b"150 opening"), ReplyEvent::None);
-        assert_eq!(m.server_line(b"226 done"), ReplyEvent::None);
+        assert_eq!(m.server_line(b"150 opening", true), ReplyEvent::None);
+        assert_eq!(m.server_line(b"226 done", true), ReplyEvent::None);
     }
 
     #[test]
@@ -438,21 +534,24 @@ mod tests {
         let mut m = greeted();
         m.client_line(b"PASV");
         assert_eq!(
-            m.server_line(b"227-Entering Passive Mode (198,51,100,2,195,80)"),
+            m.server_line(b"227-Entering Passive Mode (198,51,100,2,195,80)", true),
             ReplyEvent::None
         );
         assert_eq!(
-            m.server_line(b"227 fake (1,2,3,4,0,80)"),
+            m.server_line(b"227 fake (1,2,3,4,0,80)", true),
             ReplyEvent::Negotiated(Negotiation::Passive { port: 50000 })
         );
         // A multi-line reply in which another code's line appears.
         m.client_line(b"NOOP");
         m.client_line(b"PASV");
-        assert_eq!(m.server_line(b"200-hello"), ReplyEvent::None);
-        assert_eq!(m.server_line(b"227 (198,51,100,2,0,21)"), ReplyEvent::None);
-        assert_eq!(m.server_line(b"200 end"), ReplyEvent::None);
+        assert_eq!(m.server_line(b"200-hello", true), ReplyEvent::None);
         assert_eq!(
-            m.server_line(b"227 (198,51,100,2,195,83)"),
+            m.server_line(b"227 (198,51,100,2,0,21)", true),
+            ReplyEvent::None
+        );
+        assert_eq!(m.server_line(b"200 end", true), ReplyEvent::None);
+        assert_eq!(
+            m.server_line(b"227 (198,51,100,2,195,83)", true),
             ReplyEvent::Negotiated(Negotiation::Passive { port: 50003 })
         );
     }
@@ -461,12 +560,12 @@ mod tests {
     fn unpaired_227_opens_nothing() {
         let mut m = greeted();
         assert_eq!(
-            m.server_line(b"227 (198,51,100,2,195,80)"),
+            m.server_line(b"227 (198,51,100,2,195,80)", true),
             ReplyEvent::None
         );
         m.client_line(b"NOOP PASV");
         assert_eq!(
-            m.server_line(b"227 (198,51,100,2,195,80)"),
+            m.server_line(b"227 (198,51,100,2,195,80)", true),
             ReplyEvent::None
         );
     }
@@ -494,11 +593,11 @@ mod tests {
         let mut m = greeted();
         m.client_line(b"PASV");
         assert_eq!(
-            m.server_line(b"227 Entering Passive Mode (1,2,3,4,999,1)"),
+            m.server_line(b"227 Entering Passive Mode (1,2,3,4,999,1)", true),
             ReplyEvent::ParseFailed
         );
         m.client_line(b"EPSV");
-        assert_eq!(m.server_line(b"229 (|||x|)"), ReplyEvent::ParseFailed);
+        assert_eq!(m.server_line(b"229 (|||x|)", true), ReplyEvent::ParseFailed);
     }
 
     #[test]
@@ -512,10 +611,10 @@ mod tests {
     fn tls_stops_reading() {
         let mut m = greeted();
         m.client_line(b"AUTH TLS");
-        assert_eq!(m.server_line(b"234 go ahead"), ReplyEvent::Encrypted);
+        assert_eq!(m.server_line(b"234 go ahead", true), ReplyEvent::Encrypted);
         assert_eq!(m.client_line(b"PASV"), CommandEvent::Ignored);
         assert_eq!(
-            m.server_line(b"227 (198,51,100,2,195,80)"),
+            m.server_line(b"227 (198,51,100,2,195,80)", true),
             ReplyEvent::None
         );
     }
@@ -526,6 +625,7 @@ mod tests {
         for _ in 0..MAX_PENDING {
             assert!(matches!(m.client_line(b"NOOP"), CommandEvent::Queued(_)));
         }
+        assert_eq!(m.client_discarded(), CommandEvent::Overflow);
         assert_eq!(m.client_line(b"PASV"), CommandEvent::Overflow);
     }
 
@@ -537,7 +637,7 @@ mod tests {
             let _ = parse_229(&line);
             let mut m = greeted();
             m.client_line(&line);
-            let _ = m.server_line(&line);
+            let _ = m.server_line(&line, true);
         }
     }
 }

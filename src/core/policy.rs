@@ -8,7 +8,7 @@
 
 use std::net::IpAddr;
 
-use crate::core::ftp::Negotiation;
+use crate::core::ftp::{Af, Negotiation};
 use crate::core::rule::Rule;
 
 /// Lowest data port allowed.
@@ -78,11 +78,16 @@ pub fn rules(
     real_client: IpAddr,
 ) -> Result<RuleSet, Denied> {
     match neg {
-        Negotiation::Active { port, v6 } => {
+        Negotiation::Active { port, af } => {
             if port < MIN_PORT {
                 return Err(Denied::LowPort(port));
             }
-            if v6.is_some_and(|v6| v6 != client.is_ipv6()) {
+            let wrong = match af {
+                Af::Unspecified => false,
+                Af::Inet => client.is_ipv6(),
+                Af::Inet6 => !client.is_ipv6(),
+            };
+            if wrong {
                 return Err(Denied::WrongFamily);
             }
             Ok(RuleSet::one(Rule {
@@ -169,7 +174,7 @@ mod tests {
         let r = rules(
             Negotiation::Active {
                 port: 40000,
-                v6: Some(false),
+                af: Af::Inet,
             },
             ip("192.0.2.2"),
             ip("198.51.100.2"),
@@ -198,7 +203,7 @@ mod tests {
             rules(
                 Negotiation::Active {
                     port: 1023,
-                    v6: None
+                    af: Af::Unspecified
                 },
                 c,
                 s,
@@ -210,7 +215,7 @@ mod tests {
             rules(
                 Negotiation::Active {
                     port: 2000,
-                    v6: Some(true)
+                    af: Af::Inet6
                 },
                 c,
                 s,

@@ -18,13 +18,32 @@
 /// Longest line accepted, end of line not included.
 pub const MAX_LINE: usize = 512;
 
+/// What reassembly found, in stream order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Line<'a> {
+    /// A complete line, end-of-line marker stripped.
+    Whole(&'a [u8]),
+    /// A line longer than [`MAX_LINE`] ended here; its bytes were dropped.
+    /// The peer still reads it as one line (and answers a command).
+    TooLong,
+    /// The end of line that ends a discard after a gap: lines start here.
+    Synced,
+}
+
+/// Why bytes are being dropped up to the next end of line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Discard {
+    Long,
+    AfterGap,
+}
+
 /// Reassembly state of one direction.
 #[derive(Debug, Default)]
 pub struct LineBuf {
     /// Start of a line whose end has not been seen yet.
     partial: Vec<u8>,
     /// Dropping bytes until the next `\n` (long line, or after a gap).
-    discarding: bool,
+    discarding: Option<Discard>,
 }
 
 /// Strip the end-of-line marker's `\r`; None when the line is too long.
@@ -34,49 +53,50 @@ fn finish(line: &[u8]) -> Option<&[u8]> {
 }
 
 impl LineBuf {
-    /// Feed in-order bytes; `on_line` gets each complete line without its
-    /// end-of-line marker. Returns how many over-long lines were discarded.
-    pub fn push(&mut self, mut data: &[u8], mut on_line: impl FnMut(&[u8])) -> u32 {
-        let mut long = 0;
-        while let Some(nl) = data.iter().position(|&b| b == b'\n') {
-            let (head, rest) = (&data[..nl], &data[nl + 1..]);
-            data = rest;
-            if self.discarding {
-                self.discarding = false;
-                continue;
-            }
-            let whole = if self.partial.is_empty() {
-                finish(head)
-            } else if self.partial.len() + head.len() <= MAX_LINE + 1 {
-                self.partial.extend_from_slice(head);
-                finish(&self.partial)
-            } else {
-                None
-            };
-            match whole {
-                Some(line) => on_line(line),
-                None => long += 1,
+    /// Feed in-order bytes; `on_line` gets each [`Line`] event with the
+    /// number of bytes of `data` up to and including its `\n`.
+    pub fn push(&mut self, data: &[u8], mut on_line: impl FnMut(Line<'_>, usize)) {
+        let mut rest = data;
+        while let Some(nl) = rest.iter().position(|&b| b == b'\n') {
+            let (head, tail) = (&rest[..nl], &rest[nl + 1..]);
+            let end = data.len() - tail.len();
+            rest = tail;
+            match self.discarding.take() {
+                Some(Discard::Long) => on_line(Line::TooLong, end),
+                Some(Discard::AfterGap) => on_line(Line::Synced, end),
+                None => {
+                    let whole = if self.partial.is_empty() {
+                        finish(head)
+                    } else if self.partial.len() + head.len() <= MAX_LINE + 1 {
+                        self.partial.extend_from_slice(head);
+                        finish(&self.partial)
+                    } else {
+                        None
+                    };
+                    match whole {
+                        Some(line) => on_line(Line::Whole(line), end),
+                        None => on_line(Line::TooLong, end),
+                    }
+                }
             }
             self.partial.clear();
         }
-        if !self.discarding && !data.is_empty() {
+        if self.discarding.is_none() && !rest.is_empty() {
             // +1: the `\r` of the end-of-line marker may already be here.
-            if self.partial.len() + data.len() > MAX_LINE + 1 {
+            if self.partial.len() + rest.len() > MAX_LINE + 1 {
                 self.partial.clear();
-                self.discarding = true;
-                long += 1;
+                self.discarding = Some(Discard::Long);
             } else {
-                self.partial.extend_from_slice(data);
+                self.partial.extend_from_slice(rest);
             }
         }
-        long
     }
 
     /// Bytes were lost before what comes next: drop any partial line and
     /// everything up to the next end of line.
     pub fn resync(&mut self) {
         self.partial.clear();
-        self.discarding = true;
+        self.discarding = Some(Discard::AfterGap);
     }
 
     /// Bytes held for an unfinished line (for memory accounting).
@@ -94,7 +114,14 @@ mod tests {
         let mut out = Vec::new();
         let mut long = 0;
         for c in chunks {
-            long += buf.push(c, |l| out.push(l.to_vec()));
+            buf.push(c, |l, end| {
+                assert_eq!(c[end - 1], b'\n');
+                match l {
+                    Line::Whole(l) => out.push(l.to_vec()),
+                    Line::TooLong => long += 1,
+                    Line::Synced => {}
+                }
+            });
         }
         (out, long)
     }

@@ -7,6 +7,7 @@
 use std::fmt;
 
 use crate::core::decode::Drop;
+use crate::core::session::Reject;
 
 const SUB: u32 = 16;
 const BUCKETS: usize = 64 * SUB as usize;
@@ -85,6 +86,8 @@ pub struct Stats {
     pub evicted: u64,
     pub untracked: u64,
     pub out_of_window: u64,
+    /// Segments sessions did not take, by reason.
+    pub rejects: [u64; Reject::ALL.len()],
     pub long_lines: u64,
     pub pending_overflow: u64,
     pub negotiations: u64,

@@ -12,7 +12,8 @@
 //!
 //! Only an interface capture applies the pcap expression. For NFLOG, queue
 //! and divert sources the firewall rule that sends packets to us is the
-//! filter; an expression given anyway is ignored with a notice.
+//! filter; an expression given anyway only names the control ports (the
+//! engine reads them from it for every source), with a notice.
 
 use std::fmt;
 use std::os::fd::RawFd;
@@ -110,7 +111,7 @@ impl Source {
         if !matches!(spec, Spec::Interface(_)) && expression != DEFAULT_EXPRESSION {
             crate::logmsg!(
                 Level::Notice,
-                "expression \"{expression}\" ignored: the firewall rule chooses the packets of this source"
+                "expression \"{expression}\" not applied as a filter: the firewall rule chooses the packets of this source; it names the control ports only"
             );
         }
         match spec {

@@ -276,3 +276,60 @@ pub fn ethernet_to_sll(frame: &[u8], outgoing: bool) -> Vec<u8> {
     v.extend_from_slice(&frame[12..]); // ethertype and the IP packet
     v
 }
+
+/// TCP header fields beyond flags: the window field and the options that
+/// change how a receiver judges segments.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TcpExtra {
+    pub window: u16,
+    pub wscale: Option<u8>,
+    /// (TSval, TSecr).
+    pub timestamp: Option<(u32, u32)>,
+}
+
+/// [`ethernet_tcp`] with the window field and options of `extra`.
+pub fn ethernet_tcp_extra(
+    src: SocketAddr,
+    dst: SocketAddr,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    extra: TcpExtra,
+    payload: &[u8],
+) -> Vec<u8> {
+    use etherparse::TcpOptionElement;
+    let mut tcp = TcpHeader::new(src.port(), dst.port(), seq, extra.window);
+    tcp.acknowledgment_number = ack;
+    tcp.fin = flags & FIN != 0;
+    tcp.syn = flags & SYN != 0;
+    tcp.rst = flags & RST != 0;
+    tcp.psh = flags & PSH != 0;
+    tcp.ack = flags & ACK != 0;
+    tcp.urg = flags & URG != 0;
+    let mut opts = Vec::new();
+    if let Some(s) = extra.wscale {
+        opts.push(TcpOptionElement::Noop);
+        opts.push(TcpOptionElement::WindowScale(s));
+    }
+    if let Some((val, ecr)) = extra.timestamp {
+        opts.push(TcpOptionElement::Noop);
+        opts.push(TcpOptionElement::Noop);
+        opts.push(TcpOptionElement::Timestamp(val, ecr));
+    }
+    tcp.set_options(&opts).expect("TCP options fit");
+    let eth = PacketBuilder::ethernet2(mac(src.ip()), mac(dst.ip()));
+    let mut frame = Vec::with_capacity(14 + 40 + 60 + payload.len());
+    match (src.ip(), dst.ip()) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => eth
+            .ipv4(s.octets(), d.octets(), 64)
+            .tcp_header(tcp)
+            .write(&mut frame, payload),
+        (IpAddr::V6(s), IpAddr::V6(d)) => eth
+            .ipv6(s.octets(), d.octets(), 64)
+            .tcp_header(tcp)
+            .write(&mut frame, payload),
+        _ => panic!("ethernet_tcp_extra: {src} and {dst} are of different families"),
+    }
+    .expect("building a TCP frame");
+    frame
+}

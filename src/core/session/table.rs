@@ -1,204 +1,15 @@
-//! Control-connection sessions: the table, the handshake and per-direction
-//! TCP sequence tracking.
+//! The bounded session table.
 //!
-//! A session starts with a client SYN (the SYN's sender is the client),
-//! learns both initial sequence numbers from the handshake and from then on
-//! accepts only in-order bytes in each direction: a retransmission is not
-//! delivered twice, and a segment that does not continue the stream (a
-//! blind injection with guessed sequence numbers) is ignored and counted.
-//! That closes the hole the original admitted: it trusted any segment of
-//! the 4-tuple.
-//!
-//! A capture that loses a segment the host did receive would stall a
-//! direction forever, so a gap is bridged, but only on proof: the receiver,
-//! in a segment that is itself in sequence, acknowledged bytes up to at
-//! least where the next segment starts. Reassembly then restarts at the
-//! next end of line.
-//!
-//! The table is a hash map keyed by the unordered pair of endpoints (one
-//! lookup per packet, either direction), bounded by `-m`. When full, the
-//! oldest session that has not completed its handshake is evicted, so a
-//! flood of SYNs that never complete cannot lock real clients out.
+//! A hash map keyed by the unordered pair of endpoints (one lookup per
+//! packet, either direction), bounded by `-m`. When full, the oldest
+//! session that has not completed its handshake is evicted, so a flood of
+//! SYNs that never complete cannot lock real clients out.
 
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
 use std::net::{IpAddr, SocketAddr};
 
-use crate::core::ftp::{Matcher, Negotiation};
-use crate::core::policy::RuleSet;
-use crate::core::reassembly::LineBuf;
-
-/// How far past the proven end of a stream a gap may be bridged.
-const MAX_GAP: u32 = 1 << 20;
-
-/// Sequence-number difference `a - b` on the 32-bit circle.
-#[inline]
-pub fn seq_diff(a: u32, b: u32) -> i32 {
-    a.wrapping_sub(b) as i32
-}
-
-/// What [`Stream::deliver`] decided about a segment's payload.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Delivery<'a> {
-    /// New in-order bytes (a retransmitted prefix already trimmed).
-    Data(&'a [u8]),
-    /// Bytes after a proven capture gap; reassembly must restart.
-    AfterGap(&'a [u8]),
-    /// Nothing new (empty, or entirely retransmitted).
-    Nothing,
-    /// Does not continue the stream: ignored.
-    OutOfWindow,
-}
-
-/// One direction of a control connection.
-#[derive(Debug, Default)]
-pub struct Stream {
-    /// Sequence number of the next byte we expect.
-    pub next: u32,
-    /// Highest sequence number the receiver proved it got (from its ACKs).
-    acked: u32,
-    /// Line reassembly of this direction.
-    pub lines: LineBuf,
-}
-
-impl Stream {
-    /// A stream whose first data byte has sequence number `first`.
-    pub fn new(first: u32) -> Self {
-        Stream {
-            next: first,
-            acked: first,
-            lines: LineBuf::default(),
-        }
-    }
-
-    /// True if a segment of `len` bytes starting at `seq` is plausible for
-    /// this side: it continues the stream, starts inside a proven gap, or is
-    /// a retransmission that reaches new bytes.
-    pub fn plausible(&self, seq: u32, len: usize) -> bool {
-        let off = seq_diff(seq, self.next);
-        off == 0
-            || (off > 0 && seq_diff(self.acked, seq) >= 0)
-            || (off < 0 && -i64::from(off) < len as i64)
-    }
-
-    /// True if a segment of `len` bytes starting at `seq` ends exactly where
-    /// the stream is now (so its FIN is the next thing in sequence).
-    pub fn ends_here(&self, seq: u32, len: usize) -> bool {
-        seq.wrapping_add(len as u32) == self.next
-    }
-
-    /// The receiver acknowledged up to `ack`; only call this for segments
-    /// that are themselves [`plausible`](Self::plausible) on their side.
-    pub fn peer_acked(&mut self, ack: u32) {
-        let ahead = seq_diff(ack, self.next);
-        if ahead > 0 && (ahead as u32) <= MAX_GAP && seq_diff(ack, self.acked) > 0 {
-            self.acked = ack;
-        }
-    }
-
-    /// Decide what of `payload`, starting at `seq`, is new stream data.
-    pub fn deliver<'a>(&mut self, seq: u32, payload: &'a [u8]) -> Delivery<'a> {
-        if payload.is_empty() {
-            return Delivery::Nothing;
-        }
-        let off = seq_diff(seq, self.next);
-        let len = payload.len() as i64;
-        if off == 0 {
-            self.next = self.next.wrapping_add(payload.len() as u32);
-            return Delivery::Data(payload);
-        }
-        if off < 0 {
-            let overlap = -(off as i64);
-            if overlap > MAX_GAP as i64 {
-                return Delivery::OutOfWindow;
-            }
-            if overlap >= len {
-                return Delivery::Nothing;
-            }
-            let fresh = &payload[overlap as usize..];
-            self.next = self.next.wrapping_add(fresh.len() as u32);
-            return Delivery::Data(fresh);
-        }
-        if seq_diff(self.acked, seq) >= 0 {
-            // The receiver has every byte before `seq`: the capture lost them.
-            self.next = seq.wrapping_add(payload.len() as u32);
-            self.lines.resync();
-            return Delivery::AfterGap(payload);
-        }
-        Delivery::OutOfWindow
-    }
-}
-
-/// Where a session is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Phase {
-    /// Client SYN seen.
-    SynSent { client_isn: u32 },
-    /// Server SYN/ACK seen and the firewall vouched for the connection.
-    Verified,
-    /// Client completed the handshake.
-    Established,
-}
-
-/// One FTP control connection.
-#[derive(Debug)]
-pub struct Session {
-    /// `#N` in the log.
-    pub id: u32,
-    pub client: SocketAddr,
-    pub server: SocketAddr,
-    /// Client address before NAT, from the state table.
-    pub real_client: IpAddr,
-    pub phase: Phase,
-    /// Capture time of the SYN, microseconds.
-    pub created: u64,
-    /// Capture time of the last packet, microseconds.
-    pub last_seen: u64,
-    /// Client to server.
-    pub c2s: Stream,
-    /// Server to client.
-    pub s2c: Stream,
-    pub ftp: Matcher,
-    /// The negotiation whose rules are committed now; the rules themselves
-    /// follow from it and the session's addresses ([`Session::rules`]).
-    pub current: Option<Negotiation>,
-    /// When `rules` expire, microseconds.
-    pub rules_expire: u64,
-}
-
-impl Session {
-    pub fn new(id: u32, client: SocketAddr, server: SocketAddr, client_isn: u32, now: u64) -> Self {
-        Session {
-            id,
-            client,
-            server,
-            real_client: client.ip(),
-            phase: Phase::SynSent { client_isn },
-            created: now,
-            last_seen: now,
-            c2s: Stream::default(),
-            s2c: Stream::default(),
-            ftp: Matcher::default(),
-            current: None,
-            rules_expire: 0,
-        }
-    }
-
-    /// The rules committed for `current`.
-    pub fn rules(&self) -> RuleSet {
-        self.current
-            .and_then(|n| {
-                crate::core::policy::rules(n, self.client.ip(), self.server.ip(), self.real_client)
-                    .ok()
-            })
-            .unwrap_or(RuleSet::EMPTY)
-    }
-
-    /// True until the client completed the handshake.
-    pub fn half_open(&self) -> bool {
-        self.phase != Phase::Established
-    }
-}
+use super::Session;
 
 /// Unordered endpoint pair: the same key for both directions. Compact
 /// (addresses as 16 bytes, IPv4 mapped) so hash probes stay in cache.
@@ -417,60 +228,15 @@ impl Table {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn in_order_retransmit_and_overlap() {
-        let mut s = Stream::new(1000);
-        assert_eq!(s.deliver(1000, b"PAS"), Delivery::Data(b"PAS"));
-        assert_eq!(s.deliver(1000, b"PAS"), Delivery::Nothing);
-        assert_eq!(s.deliver(1001, b"ASV\r\n"), Delivery::Data(b"V\r\n"));
-        assert_eq!(s.next, 1006);
-    }
-
-    #[test]
-    fn blind_injection_is_ignored() {
-        let mut s = Stream::new(1000);
-        assert_eq!(
-            s.deliver(5000, b"PORT 1,2,3,4,5,6\r\n"),
-            Delivery::OutOfWindow
-        );
-        assert_eq!(
-            s.deliver(1000u32.wrapping_sub(3_000_000), b"x"),
-            Delivery::OutOfWindow
-        );
-        assert_eq!(s.next, 1000);
-    }
-
-    #[test]
-    fn gap_is_bridged_only_with_proof() {
-        let mut s = Stream::new(1000);
-        assert_eq!(s.deliver(1010, b"PASV\r\n"), Delivery::OutOfWindow);
-        s.peer_acked(1016);
-        assert!(s.plausible(1010, 6));
-        // A retransmission counts only if it reaches bytes not seen yet.
-        assert!(s.plausible(995, 6) && !s.plausible(990, 10));
-        assert_eq!(
-            s.deliver(1010, b"PASV\r\n"),
-            Delivery::AfterGap(b"PASV\r\n")
-        );
-        assert_eq!(s.next, 1016);
-        // An ack beyond the bridgeable distance proves nothing.
-        s.peer_acked(1016 + MAX_GAP + 1);
-        assert_eq!(s.deliver(1016 + 100, b"x"), Delivery::OutOfWindow);
-    }
-
-    #[test]
-    fn wraparound() {
-        let mut s = Stream::new(u32::MAX - 1);
-        assert_eq!(s.deliver(u32::MAX - 1, b"abcd"), Delivery::Data(b"abcd"));
-        assert_eq!(s.next, 2);
-        assert_eq!(s.deliver(0, b"cdef"), Delivery::Data(b"ef"));
-    }
+    use crate::core::session::Phase;
 
     fn sess(id: u32, port: u16) -> (Key, Session) {
         let c: SocketAddr = format!("192.0.2.2:{port}").parse().unwrap();
         let s: SocketAddr = "198.51.100.2:21".parse().unwrap();
-        (Key::new(c, s), Session::new(id, c, s, 1, 0))
+        (
+            Key::new(c, s),
+            Session::new(id, c, s, &crate::core::session::tests::syn(c, s, 1), 0),
+        )
     }
 
     proptest::proptest! {

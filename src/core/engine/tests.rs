@@ -1,0 +1,198 @@
+//! The engine against a recording firewall: which calls each decision
+//! makes, in which order, and what a failure leaves behind.
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use super::fake::{Recorder, Script};
+use super::*;
+use crate::core::firewall::State;
+
+#[path = "../../../tests/support/pcapgen.rs"]
+mod pcapgen;
+
+use pcapgen::{Conversation, PSH, SYN, ethernet_tcp};
+
+const C: &str = "192.0.2.2:40594";
+const S: &str = "198.51.100.2:21";
+
+fn sa(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn engine(ports: &str) -> (Engine, Rc<RefCell<Script>>) {
+    let (fw, script) = Recorder::new();
+    script.borrow_mut().lookup = Ok(State::Tracked {
+        real_client: sa(C).ip(),
+    });
+    let cfg = Config {
+        link: Link::Ethernet,
+        max_sessions: 16,
+        timeouts: Timeouts::default(),
+        live: false,
+        recheck_state: false,
+        control_ports: ControlPorts::from_expression(ports),
+    };
+    (Engine::new(cfg, Box::new(fw)), script)
+}
+
+/// Run frames through the engine, 1 ms apart.
+fn run(e: &mut Engine, frames: &[Vec<u8>]) {
+    for (i, f) in frames.iter().enumerate() {
+        e.packet(1_700_000_000_000_000 + i as u64 * 1000, f);
+    }
+}
+
+fn calls(s: &Rc<RefCell<Script>>) -> Vec<String> {
+    std::mem::take(&mut s.borrow_mut().calls)
+}
+
+fn handshake(e: &mut Engine, c: &mut Conversation) {
+    let hs = c.handshake();
+    run(e, &hs);
+    let greeting = c.server(b"220 ready\r\n");
+    run(e, &[greeting]);
+}
+
+#[test]
+fn passive_commits_then_end_removes() {
+    let (mut e, script) = engine("tcp and port 21");
+    let mut c = Conversation::new(sa(C), sa(S), 1, 2);
+    handshake(&mut e, &mut c);
+    assert_eq!(calls(&script), ["lookup(192.0.2.2:40594, 198.51.100.2:21)"]);
+    let f = [
+        c.client(b"PASV\r\n"),
+        c.server(b"227 Entering Passive Mode (198,51,100,2,195,80)\r\n"),
+    ];
+    run(&mut e, &f);
+    assert_eq!(
+        calls(&script),
+        ["replace(1, [], [192.0.2.2>198.51.100.2:50000])"]
+    );
+    run(&mut e, &c.fin());
+    assert_eq!(
+        calls(&script),
+        ["replace(1, [192.0.2.2>198.51.100.2:50000], [])"]
+    );
+    assert_eq!(e.sessions(), 0);
+}
+
+#[test]
+fn renegotiation_replaces_and_refusal_withdraws() {
+    let (mut e, script) = engine("port 21");
+    let mut c = Conversation::new(sa(C), sa(S), 1, 2);
+    handshake(&mut e, &mut c);
+    calls(&script);
+    let f = [
+        c.client(b"PORT 192,0,2,2,195,81\r\n"),
+        c.server(b"200 ok\r\n"),
+        c.client(b"PORT 192,0,2,2,195,82\r\n"),
+        c.client(b"PORT 192,0,2,2,195,83\r\n"),
+        c.server(b"200 ok\r\n500 no\r\n"),
+    ];
+    run(&mut e, &f);
+    assert_eq!(
+        calls(&script),
+        [
+            "replace(1, [], [198.51.100.2>192.0.2.2:50001])",
+            "replace(1, [198.51.100.2>192.0.2.2:50001], [198.51.100.2>192.0.2.2:50002])",
+            // The 82 got no reply before the 83: withdrawn, then 83 opens.
+            "replace(1, [198.51.100.2>192.0.2.2:50002], [])",
+            "replace(1, [], [198.51.100.2>192.0.2.2:50003])",
+            // 200 answers 82 (gone already), 500 refuses 83.
+            "replace(1, [198.51.100.2>192.0.2.2:50003], [])",
+        ]
+    );
+}
+
+#[test]
+fn failed_commit_keeps_old_rules() {
+    let (mut e, script) = engine("port 21");
+    let mut c = Conversation::new(sa(C), sa(S), 1, 2);
+    handshake(&mut e, &mut c);
+    let f = [
+        c.client(b"PASV\r\n"),
+        c.server(b"227 (198,51,100,2,195,80)\r\n"),
+    ];
+    run(&mut e, &f);
+    calls(&script);
+    script.borrow_mut().fail_replace = Some("no room");
+    let f = [
+        c.client(b"PASV\r\n"),
+        c.server(b"227 (198,51,100,2,195,81)\r\n"),
+    ];
+    run(&mut e, &f);
+    assert_eq!(
+        calls(&script),
+        ["replace(1, [192.0.2.2>198.51.100.2:50000], [192.0.2.2>198.51.100.2:50001])"]
+    );
+    assert_eq!(e.stats.failed, 1);
+    script.borrow_mut().fail_replace = None;
+    // What is removed at the end is what is really committed.
+    run(&mut e, &c.fin());
+    assert_eq!(
+        calls(&script),
+        ["replace(1, [192.0.2.2>198.51.100.2:50000], [])"]
+    );
+}
+
+#[test]
+fn untracked_connection_is_dropped() {
+    let (mut e, script) = engine("port 21");
+    script.borrow_mut().lookup = Ok(State::NotTracked);
+    let mut c = Conversation::new(sa(C), sa(S), 1, 2);
+    handshake(&mut e, &mut c);
+    assert_eq!(e.sessions(), 0);
+    assert_eq!(e.stats.untracked, 1);
+    script.borrow_mut().lookup = Err("broken");
+    let mut c = Conversation::new(sa("192.0.2.2:40595"), sa(S), 1, 2);
+    handshake(&mut e, &mut c);
+    assert_eq!(e.sessions(), 0);
+    assert_eq!(e.stats.untracked, 2);
+}
+
+#[test]
+fn sessions_start_only_from_a_syn_to_a_control_port() {
+    let (mut e, _) = engine("tcp and (port 21 or port 2121)");
+    // From port 21 to a web server: not an FTP client.
+    run(
+        &mut e,
+        &[ethernet_tcp(
+            sa("192.0.2.2:21"),
+            sa("198.51.100.2:80"),
+            1,
+            0,
+            SYN,
+            b"",
+        )],
+    );
+    assert_eq!(e.sessions(), 0);
+    // From 21 to 21: the sender is not a client either.
+    run(
+        &mut e,
+        &[ethernet_tcp(sa("192.0.2.2:21"), sa(S), 1, 0, SYN, b"")],
+    );
+    assert_eq!(e.sessions(), 0);
+    run(
+        &mut e,
+        &[ethernet_tcp(sa(C), sa("198.51.100.2:2121"), 1, 0, SYN, b"")],
+    );
+    run(&mut e, &[ethernet_tcp(sa(C), sa(S), 1, 0, SYN | PSH, b"")]);
+    assert_eq!(e.sessions(), 2);
+}
+
+#[test]
+fn control_ports_from_the_expression() {
+    let ports = |e: &str| {
+        (1..=65535u16)
+            .filter(|&p| ControlPorts::from_expression(e).contains(p))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ports("tcp and port 21"), [21]);
+    assert_eq!(ports("host 192.0.2.1"), [21]);
+    assert_eq!(ports("tcp port 2121 or dst port 990"), [990, 2121]);
+    assert_eq!(ports("(port 21) and not port 22 and not tcp port 23"), [21]);
+    assert_eq!(ports("src port 2121"), [21]);
+    assert_eq!(ports("port ftp or port 2121"), [21, 2121]);
+}
