@@ -363,6 +363,7 @@ impl Ctx<'_> {
         };
         let long = buf.push(data, |line| {
             if from_client {
+                logmsg!(Level::Debug, "#{id} command: {}", Vis(line));
                 match ftp.client_line(line) {
                     CommandEvent::Queued(Command::Malformed) => {
                         logmsg!(Level::Warning, "#{id} parse_port failed: {}", Vis(line));
@@ -385,6 +386,7 @@ impl Ctx<'_> {
                 }
                 return;
             }
+            logmsg!(Level::Debug, "#{id} reply: {}", Vis(line));
             match ftp.server_line(line) {
                 // Active mode was opened at the command already (below).
                 ReplyEvent::Negotiated(Negotiation::Active { .. }) => {}
