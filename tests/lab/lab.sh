@@ -502,7 +502,9 @@ lab_netem_clear() {
 lab_capture_start() {
     local file=$1 iface=${2:-$FSLAB_FW_CLIENT_IF} filter=${3:-tcp port 21} t
     lab_capture_stop >/dev/null
-    ip netns exec "$FSLAB_FW" tcpdump -i "$iface" -s 0 -U -Z root -w "$file" "$filter" \
+    # --immediate-mode: no packet waits in a kernel buffer block, where
+    # stopping would lose it.
+    ip netns exec "$FSLAB_FW" tcpdump -i "$iface" -s 0 -B 32768 -U --immediate-mode -Z root -w "$file" "$filter" \
         </dev/null >"$FSLAB_RUN/capture.log" 2>&1 &
     echo $! >"$FSLAB_RUN/capture.pid"
     for t in $(seq 100); do

@@ -35,9 +35,10 @@ each running sessions one after the other; mostly a scripted ftplib
 session (simple commands, commands split over two segments, pipelined
 bursts, all four negotiations, small downloads), sometimes curl or lftp.
 A server connection is matched to the daemon's session by the client's
-address and port: pyftpdlib logs both; vsftpd logs only the address, so
-its connections are matched by order to the capture's handshakes from
-that address (each client's sessions never overlap).
+address and port: pyftpdlib logs both; vsftpd logs only the address and
+the second, so its connections are matched to the capture's handshakes
+from that address by time and by the lines the client sent (each
+client's sessions never overlap).
 
     FSLAB=fsnm FTPSESAME_E2E=required python3 -m pytest -v -s tests/lab/test_fidelity.py
 
@@ -46,6 +47,7 @@ server; the full run is FTPSESAME_FIDELITY_COMMANDS=10000.
 FTPSESAME_FIDELITY_FAULTS="loss dup reorder" (percent, default "5 5 5").
 """
 
+import calendar
 import ftplib
 import os
 import random
@@ -118,7 +120,7 @@ class Worker(threading.Thread):
                         self.lftp()
                     else:
                         self.scripted()
-                except (OSError, EOFError, ftplib.Error) as e:
+                except (OSError, EOFError, ftplib.Error, subprocess.TimeoutExpired) as e:
                     self.errors.append(f"{type(e).__name__}: {e}")
                     time.sleep(1.0)  # let the server finish the broken session
                 self.sessions += 1
@@ -256,26 +258,29 @@ def tcp_of(frame):
 
 
 def connections(records):
-    """Each control connection whose SYN/ACK the capture holds, in the
-    order of their first SYN: (client address, port, the client's lines as
-    sent on the wire, up to the first byte the capture lacks).  A port used
-    again after its connection ended (FIN or RST seen) is a new connection."""
+    """Each control connection the server answered, in the order of their
+    first SYN: (client address, port, the client's lines as sent on the
+    wire up to the first byte the capture lacks, time of the first SYN).  A SYN with a new
+    initial sequence number, or after the connection ended (FIN or RST
+    seen), starts a new connection on the same port."""
     conns, open_ = [], {}
-    for _, frame in records:
+    for hdr, frame in records:
         t = tcp_of(frame)
         if t is None:
             continue
         src, sport, dst, dport, flags, seq, payload = t
         key = (src, sport) if dport == 21 else (dst, dport)
         if flags & 0x12 == 0x02 and dport == 21:
-            if key not in open_:
-                open_[key] = {"key": key, "answered": False, "isn": seq, "bytes": {}}
+            # A retransmitted SYN has the same initial sequence number.
+            if key not in open_ or open_[key]["isn"] != seq:
+                sec, usec = struct.unpack_from("<II", hdr)  # this host writes little-endian
+                open_[key] = {"key": key, "answered": False, "isn": seq, "bytes": {}, "time": sec + usec / 1e6}
                 conns.append(open_[key])
         elif key in open_:
             c = open_[key]
-            if flags & 0x12 == 0x12:
-                c["answered"] = True
-            elif flags & 0x05:
+            if sport == 21:
+                c["answered"] = True  # its SYN/ACK, or anything after it
+            if flags & 0x05:
                 del open_[key]
             elif dport == 21 and payload:
                 c["bytes"].setdefault((seq - c["isn"] - 1) & 0xFFFFFFFF, bytes(payload))
@@ -289,7 +294,7 @@ def connections(records):
                 break
             stream += c["bytes"][off][len(stream) - off:]
         lines = [normalize(x.rstrip(b"\r").decode("latin-1")) for x in stream.split(b"\n")[:-1]]
-        out.append((c["key"][0], c["key"][1], lines))
+        out.append((c["key"][0], c["key"][1], lines, c["time"]))
     return out
 
 
@@ -335,11 +340,16 @@ class Conn:
     # Server: the data ports it agreed to (227/229 replies, 200 to PORT/EPRT).
     # Daemon: the ports it allowed.
     ports: list = field(default_factory=list)
+    time: float = 0.0  # vsftpd: when it logged the connection (whole seconds)
 
 
 
 def normalize(line):
-    """The password is masked in the servers' logs; compare without it."""
+    """A line as both sides can be compared.  The servers mask passwords,
+    and log other bytes than printable ASCII each their own way (vsftpd as
+    `?`, pyftpdlib not at all; clients send Telnet IAC sequences before
+    ABOR), so only printable characters other than `?` are compared."""
+    line = "".join(ch for ch in line if " " <= ch <= "~" and ch != "?")
     return "PASS" if line.upper().startswith("PASS ") else line
 
 
@@ -389,7 +399,8 @@ def parse_vsftpd(text):
             continue
         pid, what, addr, arg = m.groups()
         if what == "CONNECT":
-            c = Conn()
+            stamp = time.strptime(line[:24], "%a %b %d %H:%M:%S %Y")
+            c = Conn(time=calendar.timegm(stamp))  # vsftpd logs GMT (use_localtime=NO)
             by_addr[addr].append(c)
             pid_conn[pid] = c
             continue
@@ -566,23 +577,45 @@ def compare(server_conns, daemon_sessions, wire):
     return fig
 
 
-def server_connections(kind, text, records):
+def common_prefix(a, b):
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def server_connections(kind, text, caps):
+    """{(client address, port): [Conn, ...]}.  vsftpd does not log the
+    client's port: each connection of the capture takes the vsftpd
+    connection from the same address, logged between its SYN and the
+    address's next connection, whose commands start most like the lines
+    the client sent (the
+    capture itself may lack a handshake: tcpdump can drop packets).  A
+    vsftpd connection left over is kept under port -1, -2...: its
+    commands count, as missing."""
     if kind == "pyftpdlib":
         return parse_pyftpdlib(text)
     by_addr = parse_vsftpd(text)
-    order = defaultdict(list)
-    for addr, port, _ in connections(records):
-        order[addr].append(port)
     out = defaultdict(list)
     for addr, conns in by_addr.items():
         if addr == SERVER:
             continue  # lab_wait_port's probe from the server's own namespace
-        ports = order.get(addr, [])
-        assert len(ports) == len(conns), (
-            f"{addr}: vsftpd logged {len(conns)} connections, the capture holds {len(ports)} handshakes: "
-            f"{ports}; first commands {[c.commands[:2] for c in conns]}")
-        for port, c in zip(ports, conns):
-            out[(addr, port)].append(c)
+        free = list(range(len(conns)))
+        mine = [c for c in caps if c[0] == addr]
+        for i, (_, port, lines, t) in enumerate(mine):
+            # Logged after the SYN (retransmitted SYNs may delay it) and
+            # before this address's next connection began.
+            until = mine[i + 1][3] if i + 1 < len(mine) else float("inf")
+            near = [j for j in free if int(t) - 1 <= conns[j].time <= until + 1]
+            if not near:
+                continue
+            best = max(near, key=lambda j: (common_prefix(conns[j].commands, lines), -abs(conns[j].time - t)))
+            free.remove(best)
+            out[(addr, port)].append(conns[best])
+        for k, j in enumerate(free):
+            out[(addr, -1 - k)].append(conns[j])
     return out
 
 
@@ -632,6 +665,7 @@ def test_fidelity_under_faults(lab, kind):
     try:
         labpy.lab("lab_capture_start", pcap)
         workers = run_workload(COMMANDS, lab.tmp)
+        time.sleep(1.0)  # the last packets into the capture file
     finally:
         captured = labpy.lab("lab_capture_stop", check=False).stdout.strip()
         impaired = labpy.lab("lab_netem_clear", check=False).stdout.strip()
@@ -648,9 +682,10 @@ def test_fidelity_under_faults(lab, kind):
           f"{len(errors)} client errors {errors[:3]}; capture: {captured!r}; impairers: {impaired!r}")
 
     _, records = read_pcap(pcap)
-    server = server_connections(kind, server_log, records)
+    caps = connections(records)
+    server = server_connections(kind, server_log, caps)
     wire = defaultdict(list)
-    for addr, port, lines in connections(records):
+    for addr, port, lines, _ in caps:
         wire[(addr, port)].append(lines)
     full = compare(server, parse_daemon(replay(pcap)), wire)
     print(f"{kind} full capture ({len(records)} packets): {full}")
