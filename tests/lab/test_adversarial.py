@@ -15,7 +15,8 @@ Direction and start of a session: IPv4-mapped IPv6 packets on the client's
 own 4-tuple posing as the server, and a connection *from* port 21 to a
 reflecting service, open nothing.  Bytes the server's TCP discards (bad
 checksums, no ACK flag, an ACK for unsent data, an old timestamp, an
-overlap with a bad ACK, a gap refilled with other bytes) are checked
+overlap with a bad ACK, a gap refilled with other bytes, data in a zero
+window) are checked
 against vsftpd's protocol log: the server read NOOP, and the daemon must
 not act on the forged PORT.
 
@@ -851,9 +852,9 @@ def test_syn_from_port_21_is_not_a_session(daemon, lab):
 # server's TCP stack throws the segment away: the server's application
 # reads the client's real NOOP there (vsftpd's protocol log shows it), so
 # the daemon must not act on the PORT.  Each case ends with a positive
-# control: the same PORT, sent valid, opens the hole.  Data pushed into a
-# zero window is left out: vsftpd always reads at once, so its window never
-# closes on demand.
+# control: the same PORT, sent valid, opens the hole.  For data pushed into
+# a zero window, the server's session process is stopped while the client
+# fills a small receive buffer.
 
 
 class TimedControl(Control):
@@ -882,6 +883,7 @@ class TimedControl(Control):
             else:
                 self.s_next = end
                 self.s_ts = ts[0] if ts else self.s_ts
+                self.s_win = t.window
         assert None not in (self.c_next, self.s_next, self.c_ts, self.s_ts), "sniffer saw nothing (or no timestamps)"
         return self.c_next, self.s_next
 
@@ -979,4 +981,89 @@ def test_bytes_the_server_discards(daemon, lab, case):
             assert_hole(lab, daemon, 4, port + 1, active=True)
             assert server_read(protocol_log())[-1].startswith("PORT"), "the control PORT did not reach the server"
     finally:
+        c.close()
+
+
+def server_pids(cport):
+    """Processes in the server namespace holding the control connection
+    from client port `cport`."""
+    out = subprocess_out(labpy.netns(NS_S, "ss", "-Htnp", "state", "established", "( sport = :21 )"))
+    pids = set()
+    for line in out.splitlines():
+        if f":{cport} " in line + " ":
+            pids.update(int(p) for p in re.findall(r"pid=(\d+)", line))
+    return sorted(pids)
+
+
+def test_zero_window_data_discarded(daemon, lab):
+    """A PORT pushed into the server's zero receive window: the server drops
+    it and later reads the client's queued NOOPs at that place."""
+    rmem = subprocess_out(labpy.netns(NS_S, "sysctl", "-n", "net.ipv4.tcp_rmem")).split()
+    subprocess_out(labpy.netns(NS_S, "sysctl", "-qw", "net.ipv4.tcp_rmem=4096 4096 4096"))
+    try:
+        r = labpy.lab("lab_server_start_logged", "vsftpd", check=False)
+        assert r.returncode == 0, r.stderr
+        lab.server_kind = "vsftpd-logged"
+        c = TimedControl(4)
+    finally:
+        subprocess_out(labpy.netns(NS_S, "sysctl", "-qw", "net.ipv4.tcp_rmem=" + " ".join(rmem)))
+    pids = []
+    try:
+        c.cmd("NOOP", "200")
+        pids = server_pids(c.cport)
+        assert pids, "the server's session process was not found"
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        # Fill the server's receive buffer with a few long NOOPs (few: each
+        # waits for its reply, and the daemon keeps a bounded queue of them).
+        noop = b"NOOP " + b"x" * 490 + b"\r\n"
+        c.sock.setblocking(False)
+        sent, rest = 0, b""
+        end = time.monotonic() + 5
+        while time.monotonic() < end:
+            try:
+                n = c.sock.send(noop)
+            except BlockingIOError:
+                time.sleep(0.05)
+                c.learn()
+                if c.s_win == 0:
+                    break
+                continue
+            sent += 1
+            if n < len(noop):
+                rest = noop[n:]
+                time.sleep(0.3)
+                break
+        c.learn()
+        assert c.s_win == 0, f"the server's window never closed (sent {sent} NOOPs)"
+        port = fresh_port()
+        before = len(server_read(protocol_log()))
+        # The window may have closed in the middle of a NOOP: end that line first.
+        c.inject(c.forged("\r\n" + port_line(4, port) + "\r\n", c.c_next, c.s_next))
+        time.sleep(0.2)
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+        pids = []
+        c.sock.setblocking(True)
+        c.sock.settimeout(10)
+        if rest:
+            c.sock.sendall(rest)
+        for _ in range(sent):
+            c.expect("200")
+        time.sleep(0.3)
+        read = server_read(protocol_log())[before:]
+        assert not any(x.upper().startswith("PORT") for x in read), f"the server read a PORT: {read[-5:]}"
+        assert len(read) == sent and all(x.startswith("NOOP") for x in read), (
+            f"the server read {len(read)} lines, not {sent} NOOPs: {[x[:10] for x in read]}")
+        assert_no_hole(lab, daemon, 4, port, active=True)
+        # Control: the same PORT, valid, where the server reads next.
+        time.sleep(0.1)
+        c.learn()
+        c.inject(c.forged(port_line(4, port + 1) + "\r\n", c.c_next, c.s_next))
+        assert_hole(lab, daemon, 4, port + 1, active=True)
+        last = server_read(protocol_log())[-3:]
+        assert last[-1].startswith("PORT"), f"the control PORT did not reach the server: {last}"
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
         c.close()
