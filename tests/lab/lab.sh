@@ -377,6 +377,195 @@ s.recv(1)
     return 1
 }
 
+# ---------------------------------------------------------------- faults and captures
+#
+# The fidelity harness (test_fidelity.py) runs FTP through a faulty network,
+# captures on the firewall and compares what the daemon reassembles from the
+# capture with what the server logged.  It needs servers that log the
+# protocol, client addresses of their own, packet loss, reordering and
+# duplication, and a capture.
+
+# The servers' protocol log (vsftpd's log_ftp_protocol, pyftpdlib's debug log).
+FSLAB_PROTOCOL_LOG=$FSLAB_RUN/protocol.log
+# NFQUEUE number of the user-space impairer (impair.py).
+FSLAB_IMPAIR_QUEUE=7
+FSLAB_LAB_DIR=$(dirname "${BASH_SOURCE[0]}")
+
+lab_vsftpd_conf_logged() {
+    lab_vsftpd_conf
+    # Later lines win: every command and reply, to a file of its own.
+    cat <<EOF
+xferlog_enable=YES
+xferlog_std_format=NO
+log_ftp_protocol=YES
+vsftpd_log_file=$FSLAB_PROTOCOL_LOG
+EOF
+}
+
+# Like lab_server_start, with the protocol logged to $FSLAB_PROTOCOL_LOG
+# (emptied first): lab_server_start_logged vsftpd|pyftpdlib
+lab_server_start_logged() {
+    local kind=$1
+    lab_server_stop
+    lab_files
+    : >"$FSLAB_PROTOCOL_LOG"
+    case $kind in
+    vsftpd)
+        mkdir -p "$FSLAB_RUN/vsftpd-empty"
+        lab_vsftpd_conf_logged >"$FSLAB_RUN/vsftpd-logged.conf"
+        ip netns exec "$FSLAB_S" vsftpd "$FSLAB_RUN/vsftpd-logged.conf" \
+            </dev/null >>"$FSLAB_RUN/server.log" 2>&1 &
+        ;;
+    pyftpdlib)
+        # -D logs each command (`<- `) and reply (`-> `) with the client's
+        # address and port.
+        ip netns exec "$FSLAB_S" python3 -m pyftpdlib -i :: -p 21 -d "$FSLAB_PUB" \
+            -r 50000-50999 -D </dev/null >>"$FSLAB_PROTOCOL_LOG" 2>&1 &
+        ;;
+    *)
+        echo "lab_server_start_logged: no protocol log for $kind" >&2
+        return 1
+        ;;
+    esac
+    echo $! >"$FSLAB_RUN/server.pid"
+    echo "$kind-logged" >"$FSLAB_RUN/server.kind"
+    lab_wait_port "$FSLAB_S" "$FSLAB_SERVER4" 21
+}
+
+# lab_client_addrs N: give the client 192.0.2.10 .. 192.0.2.(9+N) besides
+# 192.0.2.2, so that concurrent clients can be told apart by address alone.
+lab_client_addrs() {
+    local i
+    for i in $(seq 10 $((9 + $1))); do
+        ip -n "$FSLAB_C" addr replace "192.0.2.$i/24" dev eth0 || return 1
+    done
+}
+
+# The ends of the firewall's two links, as "namespace interface".
+lab_link_ends() {
+    printf '%s\n' "$FSLAB_C eth0" "$FSLAB_FW $FSLAB_FW_CLIENT_IF" \
+        "$FSLAB_FW $FSLAB_FW_SERVER_IF" "$FSLAB_S eth0"
+}
+
+# True if the kernel has netem (and FSLAB_NO_NETEM is not set).
+lab_has_netem() {
+    [ -z "${FSLAB_NO_NETEM:-}" ] || return 1
+    tc -n "$FSLAB_C" qdisc add dev eth0 root netem delay 0ms 2>/dev/null || return 1
+    tc -n "$FSLAB_C" qdisc del dev eth0 root 2>/dev/null
+    return 0
+}
+
+# Where the user-space impairer hooks in when the kernel has no netem: the
+# client's output and the firewall's forward path, FTP control traffic only.
+# One rule a line: the namespace, then the rule's iptables arguments in
+# table mangle.
+lab_impair_rules() {
+    local q="-j NFQUEUE --queue-num $FSLAB_IMPAIR_QUEUE --queue-bypass"
+    printf '%s\n' "$FSLAB_C OUTPUT -p tcp --dport 21 $q" \
+        "$FSLAB_FW FORWARD -p tcp --dport 21 $q" \
+        "$FSLAB_FW FORWARD -p tcp --sport 21 $q"
+}
+
+# lab_netem_set LOSS DUP REORDER: lose, duplicate and reorder that many
+# percent of the packets on both of the firewall's links, in both
+# directions.  With the kernel's netem: a qdisc on each of the four link
+# ends (reordered packets skip the 5 ms delay the others get).  Without it:
+# impair.py on an NFQUEUE in the client namespace (before the capture) and
+# in the firewall's forward path (after the capture towards the server,
+# before it towards the client), for port 21 only.  Prints which it used.
+lab_netem_set() {
+    local loss=$1 dup=$2 reorder=$3 ns dev rest t
+    lab_netem_clear >/dev/null
+    if lab_has_netem; then
+        while read -r ns dev; do
+            tc -n "$ns" qdisc add dev "$dev" root netem loss "$loss%" duplicate "$dup%" \
+                delay 5ms reorder "$reorder%" || return 1
+        done < <(lab_link_ends)
+        echo netem
+        return 0
+    fi
+    for ns in "$FSLAB_C" "$FSLAB_FW"; do
+        ip netns exec "$ns" python3 "$FSLAB_LAB_DIR/impair.py" \
+            "$FSLAB_IMPAIR_QUEUE" "$loss" "$dup" "$reorder" \
+            </dev/null >"$FSLAB_RUN/impair-$ns.log" 2>&1 &
+        echo $! >"$FSLAB_RUN/impair-$ns.pid"
+    done
+    for ns in "$FSLAB_C" "$FSLAB_FW"; do
+        for t in $(seq 100); do
+            grep -q ready "$FSLAB_RUN/impair-$ns.log" 2>/dev/null && break
+            if [ "$t" = 100 ]; then
+                cat "$FSLAB_RUN/impair-$ns.log" >&2
+                return 1
+            fi
+            sleep 0.05
+        done
+    done
+    while read -r ns rest; do
+        # shellcheck disable=SC2086
+        ip netns exec "$ns" iptables-nft -t mangle -A $rest || return 1
+        # shellcheck disable=SC2086
+        ip netns exec "$ns" ip6tables-nft -A $rest || return 1
+    done < <(lab_impair_rules)
+    echo impair
+}
+
+# Undo lab_netem_set; prints the impairers' counters, if any ran.  Idempotent.
+lab_netem_clear() {
+    local ns dev rest pid
+    while read -r ns dev; do
+        lab_ns_exists "$ns" && tc -n "$ns" qdisc del dev "$dev" root 2>/dev/null
+    done < <(lab_link_ends)
+    while read -r ns rest; do
+        lab_ns_exists "$ns" || continue
+        # shellcheck disable=SC2086
+        while ip netns exec "$ns" iptables-nft -t mangle -D $rest 2>/dev/null; do :; done
+        # shellcheck disable=SC2086
+        while ip netns exec "$ns" ip6tables-nft -D $rest 2>/dev/null; do :; done
+    done < <(lab_impair_rules)
+    for ns in "$FSLAB_C" "$FSLAB_FW"; do
+        [ -f "$FSLAB_RUN/impair-$ns.pid" ] || continue
+        pid=$(cat "$FSLAB_RUN/impair-$ns.pid")
+        rm -f "$FSLAB_RUN/impair-$ns.pid"
+        if kill "$pid" 2>/dev/null; then
+            while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+        fi
+        grep 'impair: packets' "$FSLAB_RUN/impair-$ns.log" | sed "s/^/$ns /"
+    done
+    return 0
+}
+
+# lab_capture_start FILE [IFACE [FILTER]]: tcpdump in the firewall namespace
+# (default: on the client-facing interface, FTP control traffic), writing
+# each packet to FILE as it comes; returns once it listens.
+lab_capture_start() {
+    local file=$1 iface=${2:-$FSLAB_FW_CLIENT_IF} filter=${3:-tcp port 21} t
+    lab_capture_stop >/dev/null
+    # --immediate-mode: no packet waits in a kernel buffer block, where
+    # stopping would lose it.
+    ip netns exec "$FSLAB_FW" tcpdump -i "$iface" -s 0 -B 32768 -U --immediate-mode -Z root -w "$file" "$filter" \
+        </dev/null >"$FSLAB_RUN/capture.log" 2>&1 &
+    echo $! >"$FSLAB_RUN/capture.pid"
+    for t in $(seq 100); do
+        grep -q listening "$FSLAB_RUN/capture.log" && return 0
+        [ "$t" = 100 ] || sleep 0.05
+    done
+    cat "$FSLAB_RUN/capture.log" >&2
+    return 1
+}
+
+# Stop the capture; prints tcpdump's counters (captured, dropped by kernel).
+lab_capture_stop() {
+    local pid
+    [ -f "$FSLAB_RUN/capture.pid" ] || return 0
+    pid=$(cat "$FSLAB_RUN/capture.pid")
+    rm -f "$FSLAB_RUN/capture.pid"
+    if kill -INT "$pid" 2>/dev/null; then
+        while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+    fi
+    grep -E 'captured|dropped' "$FSLAB_RUN/capture.log"
+    return 0
+}
+
 lab_usage() {
     cat >&2 <<EOF
 usage: lab.sh up [--helper|--open] [--nat] [--nfqueue] [--nflog]

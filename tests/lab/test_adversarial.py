@@ -11,6 +11,15 @@ Each evasion test first proves its own vehicle: the same forged segment sent
 *plainly* does open the hole (a positive control), so a "no hole" result can
 only come from the check under test, not from a mistake in the forgery.
 
+Direction and start of a session: IPv4-mapped IPv6 packets on the client's
+own 4-tuple posing as the server, and a connection *from* port 21 to a
+reflecting service, open nothing.  Bytes the server's TCP discards (bad
+checksums, no ACK flag, an ACK for unsent data, an old timestamp, an
+overlap with a bad ACK, a gap refilled with other bytes, data in a zero
+window) are checked
+against vsftpd's protocol log: the server read NOOP, and the daemon must
+not act on the forged PORT.
+
     FSLAB=fsadv FTPSESAME_E2E=required python3 -m pytest -v tests/lab/test_adversarial.py
 
 Needs root, the lab tools (tests/lab/deps.sh), python3-scapy from Debian and
@@ -697,3 +706,364 @@ def test_syn_flood_while_client_works(daemons, lab):
     assert rss1 < 64 * 1024, f"RSS {rss1} KiB"
     for mode, r in results:
         assert r.ok, f"{mode} transfer during the flood failed: {r.detail}"
+
+
+# ---------------------------------------------------------------- forged directions
+#
+# Who is the client and who the server must come from the session's key
+# (which end is the control port), never from comparing addresses, and a
+# session starts only from a SYN *to* the control port.
+
+DB_PORT = 3306  # 227 Entering Passive Mode (198,51,100,2,12,234)
+DB_REPLY = "227 Entering Passive Mode (198,51,100,2,12,234)"
+
+
+def server_drops_port_21():
+    """The server silently drops what comes to its port 21: no FTP server
+    takes part in the attack below."""
+    labpy.nft(NS_S, """
+table inet fsadv_silent {
+    chain input {
+        type filter hook input priority 0; policy accept;
+        tcp dport 21 drop
+    }
+}
+""")
+
+
+def clear_server_rules():
+    subprocess_out(labpy.netns(NS_S, "nft", "delete", "table", "inet", "fsadv_silent"))
+
+
+def test_mapped_ipv6_forges_server_side(daemon, lab):
+    """After its real SYN to port 21 the client sends on its own connection's
+    ports, from ::ffff:192.0.2.2 (its own address, IPv4-mapped) to
+    ::ffff:198.51.100.2, a SYN/ACK, a greeting and a 227 naming the server's
+    port 3306, and acknowledges them itself over IPv4: six raw packets.  The
+    mapped packets are the client talking, not the server: no hole to port
+    3306."""
+    server_drops_port_21()
+    try:
+        mac_c = labpy.link_mac(NS_C, "eth0")
+        mac_fw = labpy.link_mac(NS_FW, CLIENT_IF)
+        client, server = ADDR[4]["client"], ADDR[4]["server"]
+        mclient, mserver = "::ffff:" + client, "::ffff:" + server
+        cport, isn, sisn = random.randint(40000, 60000), 1000, 5000000
+        E, IP, IPv6, TCP = S["Ether"], S["IP"], S["IPv6"], S["TCP"]
+
+        def v4(flags, seq, ack, payload=b""):
+            return E(src=mac_c, dst=mac_fw) / IP(src=client, dst=server) / TCP(
+                sport=cport, dport=21, flags=flags, seq=seq, ack=ack, window=502) / payload
+
+        def mapped(flags, seq, ack, payload=b""):
+            # The client's own 4-tuple, in IPv4-mapped IPv6 addresses.
+            return E(src=mac_c, dst=mac_fw) / IPv6(src=mclient, dst=mserver) / TCP(
+                sport=cport, dport=21, flags=flags, seq=seq, ack=ack, window=502) / payload
+
+        hello, pasv = b"220 hello\r\n", b"PASV\r\n"
+        frames = [
+            v4("S", isn, 0),
+            mapped("SA", sisn, isn + 1),
+            v4("A", isn + 1, sisn + 1),
+            mapped("PA", sisn + 1, isn + 1, hello),
+            v4("PA", isn + 1, sisn + 1 + len(hello), pasv),
+            mapped("PA", sisn + 1 + len(hello), isn + 1 + len(pasv), (DB_REPLY + "\r\n").encode()),
+        ]
+        c = Control.__new__(Control)  # only its sender is needed
+        for f in frames:
+            c.inject(f)
+            time.sleep(0.02)
+        time.sleep(0.3)
+        text = daemon.text()
+        assert f"session init: client {client}:{cport}" in text, "the real SYN was not seen:\n" + text
+        assert f"allowing {client} to {server} port {DB_PORT}" not in text, text
+        assert_no_hole(lab, daemon, 4, DB_PORT, active=False)
+    finally:
+        clear_server_rules()
+
+
+class Reflector:
+    """A service on the server that greets with a `220` banner (as SMTP
+    does) and sends back every line it gets, reachable through the firewall
+    on `port`."""
+
+    def __init__(self, port=8080):
+        self.port = port
+        with in_netns(NS_S):
+            self.lst = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lst.bind((ADDR[4]["server"], port))
+        self.lst.listen(4)
+        self.lst.settimeout(5)
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+        labpy.nft(NS_FW, f"insert rule inet filter forward tcp dport {port} ct state new accept\n")
+
+    def serve(self):
+        try:
+            conn, _ = self.lst.accept()
+        except OSError:
+            return
+        with conn:
+            conn.settimeout(5)
+            try:
+                conn.sendall(b"220 reflector ready\r\n")
+                while data := conn.recv(4096):
+                    conn.sendall(data)
+            except OSError:
+                pass
+
+    def close(self):
+        self.lst.close()
+        self.thread.join(6)
+
+
+def test_syn_from_port_21_is_not_a_session(daemon, lab):
+    """A client connecting *from* port 21 to a reflecting service and
+    sending PASV and a 227 line through it: the service's banner and echo
+    are not an FTP server's replies."""
+    echo = Reflector(8080)
+    try:
+        with in_netns(NS_C):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((ADDR[4]["client"], 21))
+        s.settimeout(5)
+        s.connect((ADDR[4]["server"], echo.port))
+        try:
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            f = s.makefile("rb")
+            assert f.readline().startswith(b"220 ")
+            for line in ("PASV", DB_REPLY):
+                s.sendall((line + "\r\n").encode())
+                got = f.readline()
+                assert got == (line + "\r\n").encode(), got  # the vehicle works: it is echoed
+            time.sleep(0.3)
+            assert_no_hole(lab, daemon, 4, DB_PORT, active=False)
+        finally:
+            s.close()
+    finally:
+        echo.close()
+
+
+# ---------------------------------------------------------------- bytes the server's TCP discards
+#
+# A forged PORT with the right sequence numbers but something for which the
+# server's TCP stack throws the segment away: the server's application
+# reads the client's real NOOP there (vsftpd's protocol log shows it), so
+# the daemon must not act on the PORT.  Each case ends with a positive
+# control: the same PORT, sent valid, opens the hole.  For data pushed into
+# a zero window, the server's session process is stopped while the client
+# fills a small receive buffer.
+
+
+class TimedControl(Control):
+    """Control that also learns both ends' latest TCP timestamps."""
+
+    def learn(self):
+        tcp_t = S["TCP"]
+        self.c_ts = getattr(self, "c_ts", None)
+        self.s_ts = getattr(self, "s_ts", None)
+        while True:
+            try:
+                frame = self.pkt.recv(65535)
+            except BlockingIOError:
+                break
+            p = S["Ether"](frame)
+            if tcp_t not in p:
+                continue
+            t = p[tcp_t]
+            if {t.sport, t.dport} != {self.cport, 21}:
+                continue
+            end = (t.seq + len(bytes(t.payload)) + (1 if t.flags & 0x03 else 0)) & 0xFFFFFFFF
+            ts = dict(t.options).get("Timestamp")
+            if t.sport == self.cport:
+                self.c_next = end
+                self.c_ts = ts[0] if ts else self.c_ts
+            else:
+                self.s_next = end
+                self.s_ts = ts[0] if ts else self.s_ts
+                self.s_win = t.window
+        assert None not in (self.c_next, self.s_next, self.c_ts, self.s_ts), "sniffer saw nothing (or no timestamps)"
+        return self.c_next, self.s_next
+
+    def forged(self, payload, seq, ack, flags="PA", tsval=None, ip_kw=None, tcp_kw=None):
+        """A client segment carrying timestamps like the real ones."""
+        opts = [("NOP", None), ("NOP", None), ("Timestamp", (self.c_ts if tsval is None else tsval, self.s_ts))]
+        ip = S["IP"](src=self.client, dst=self.server, **(ip_kw or {}))
+        tcp = S["TCP"](sport=self.cport, dport=21, seq=seq, ack=ack, flags=flags, window=502,
+                       options=opts, **(tcp_kw or {}))
+        return S["Ether"](src=self.mac_c, dst=self.mac_fw) / ip / tcp / payload.encode()
+
+
+def corrupt(frame, layer):
+    """The frame with a wrong checksum in `layer` (IP or TCP)."""
+    good = S["Ether"](bytes(frame))[S[layer]].chksum
+    frame = frame.copy()
+    frame[S[layer]].chksum = good ^ 0x5A5A
+    return frame
+
+
+def protocol_log():
+    with open(os.path.join(labpy.LAB_DIR, "run-" + labpy.PREFIX, "protocol.log"), errors="replace") as f:
+        return f.read()
+
+
+def server_read(log):
+    return re.findall(r'FTP command: Client "[^"]*", "(.*)"$', log, re.M)
+
+
+def discarded_frames(c, case, line, c_next, s_next):
+    """The forged frames of one case; the second value says whether the
+    client's real NOOP follows (it does unless the frames hold one)."""
+    if case == "bad-tcp-checksum":
+        return [corrupt(c.forged(line, c_next, s_next), "TCP")], True
+    if case == "bad-ip-checksum":
+        return [corrupt(c.forged(line, c_next, s_next), "IP")], True
+    if case == "no-ack-flag":
+        return [c.forged(line, c_next, 0, flags="P")], True
+    if case == "ack-unsent-data":
+        return [c.forged(line, c_next, (s_next + 100000) & 0xFFFFFFFF)], True
+    if case == "paws-old-timestamp":
+        return [c.forged(line, c_next, s_next, tsval=(c.c_ts - (1 << 20)) & 0xFFFFFFFF)], True
+    if case == "overlap-bad-ack":
+        # The last real line again, then the PORT, acknowledging the unsent.
+        return [c.forged("NOOP\r\n" + line, (c_next - 6) & 0xFFFFFFFF, (s_next + 100000) & 0xFFFFFFFF)], True
+    if case == "gap-then-different-refill":
+        # Ahead of a 6-byte gap: a line end, then the PORT.  The gap is then
+        # filled by different bytes covering it all: NOOP, and a line of x.
+        ahead = "\r\n" + line
+        refill = "NOOP\r\n" + "x" * (len(ahead) - 2) + "\r\n"
+        return [c.forged(ahead, (c_next + 6) & 0xFFFFFFFF, s_next),
+                c.forged(refill, c_next, s_next)], False
+    raise ValueError(case)
+
+
+DISCARD_CASES = ["bad-tcp-checksum", "bad-ip-checksum", "no-ack-flag", "ack-unsent-data",
+                 "paws-old-timestamp", "gap-then-different-refill", "overlap-bad-ack"]
+
+
+@pytest.mark.parametrize("case", DISCARD_CASES)
+def test_bytes_the_server_discards(daemon, lab, case):
+    r = labpy.lab("lab_server_start_logged", "vsftpd", check=False)
+    assert r.returncode == 0, r.stderr
+    lab.server_kind = "vsftpd-logged"  # the next test's fixture starts the plain one again
+    c = TimedControl(4)
+    try:
+        c.cmd("NOOP", "200")
+        time.sleep(0.2)
+        c_next, s_next = c.learn()
+        port = fresh_port()
+        frames, noop_follows = discarded_frames(c, case, port_line(4, port) + "\r\n", c_next, s_next)
+        before = len(server_read(protocol_log()))
+        for f in frames:
+            c.inject(f)
+            time.sleep(0.05)
+        if noop_follows:
+            c.cmd("NOOP", "200")
+        else:
+            # The client's stack drops the replies to the refill, which it
+            # never sent: wait for the server's log of its two lines instead.
+            end = time.monotonic() + 3
+            while len(server_read(protocol_log())) < before + 2 and time.monotonic() < end:
+                time.sleep(0.05)
+        time.sleep(0.3)
+        read = [x.upper() for x in server_read(protocol_log())]  # vsftpd logs the verb in capitals
+        assert not any(x.startswith("PORT") for x in read), f"the server read a PORT: {read}"
+        want = ["NOOP", "NOOP"] if noop_follows else ["NOOP", "X" * (len(port_line(4, port)) + 2)]
+        assert read[-2:] == want, f"the server read {read[-4:]}"
+        assert_no_hole(lab, daemon, 4, port, active=True)
+        if noop_follows:
+            # Control: the same PORT, valid, where the server reads next.
+            time.sleep(0.1)
+            c_next, s_next = c.learn()
+            c.inject(c.forged(port_line(4, port + 1) + "\r\n", c_next, s_next))
+            assert_hole(lab, daemon, 4, port + 1, active=True)
+            assert server_read(protocol_log())[-1].startswith("PORT"), "the control PORT did not reach the server"
+    finally:
+        c.close()
+
+
+def server_pids(cport):
+    """Processes in the server namespace holding the control connection
+    from client port `cport`."""
+    out = subprocess_out(labpy.netns(NS_S, "ss", "-Htnp", "state", "established", "( sport = :21 )"))
+    pids = set()
+    for line in out.splitlines():
+        if f":{cport} " in line + " ":
+            pids.update(int(p) for p in re.findall(r"pid=(\d+)", line))
+    return sorted(pids)
+
+
+def test_zero_window_data_discarded(daemon, lab):
+    """A PORT pushed into the server's zero receive window: the server drops
+    it and later reads the client's queued NOOPs at that place."""
+    rmem = subprocess_out(labpy.netns(NS_S, "sysctl", "-n", "net.ipv4.tcp_rmem")).split()
+    subprocess_out(labpy.netns(NS_S, "sysctl", "-qw", "net.ipv4.tcp_rmem=4096 4096 4096"))
+    try:
+        r = labpy.lab("lab_server_start_logged", "vsftpd", check=False)
+        assert r.returncode == 0, r.stderr
+        lab.server_kind = "vsftpd-logged"
+        c = TimedControl(4)
+    finally:
+        subprocess_out(labpy.netns(NS_S, "sysctl", "-qw", "net.ipv4.tcp_rmem=" + " ".join(rmem)))
+    pids = []
+    try:
+        c.cmd("NOOP", "200")
+        pids = server_pids(c.cport)
+        assert pids, "the server's session process was not found"
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        # Fill the server's receive buffer with a few long NOOPs (few: each
+        # waits for its reply, and the daemon keeps a bounded queue of them).
+        noop = b"NOOP " + b"x" * 490 + b"\r\n"
+        c.sock.setblocking(False)
+        sent, rest = 0, b""
+        end = time.monotonic() + 5
+        while time.monotonic() < end:
+            try:
+                n = c.sock.send(noop)
+            except BlockingIOError:
+                time.sleep(0.05)
+                c.learn()
+                if c.s_win == 0:
+                    break
+                continue
+            sent += 1
+            if n < len(noop):
+                rest = noop[n:]
+                time.sleep(0.3)
+                break
+        c.learn()
+        assert c.s_win == 0, f"the server's window never closed (sent {sent} NOOPs)"
+        port = fresh_port()
+        before = len(server_read(protocol_log()))
+        # The window may have closed in the middle of a NOOP: end that line first.
+        c.inject(c.forged("\r\n" + port_line(4, port) + "\r\n", c.c_next, c.s_next))
+        time.sleep(0.2)
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+        pids = []
+        c.sock.setblocking(True)
+        c.sock.settimeout(10)
+        if rest:
+            c.sock.sendall(rest)
+        for _ in range(sent):
+            c.expect("200")
+        time.sleep(0.3)
+        read = server_read(protocol_log())[before:]
+        assert not any(x.upper().startswith("PORT") for x in read), f"the server read a PORT: {read[-5:]}"
+        assert len(read) == sent and all(x.startswith("NOOP") for x in read), (
+            f"the server read {len(read)} lines, not {sent} NOOPs: {[x[:10] for x in read]}")
+        assert_no_hole(lab, daemon, 4, port, active=True)
+        # Control: the same PORT, valid, where the server reads next.
+        time.sleep(0.1)
+        c.learn()
+        c.inject(c.forged(port_line(4, port + 1) + "\r\n", c.c_next, c.s_next))
+        assert_hole(lab, daemon, 4, port + 1, active=True)
+        last = server_read(protocol_log())[-3:]
+        assert last[-1].startswith("PORT"), f"the control PORT did not reach the server: {last}"
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+        c.close()
