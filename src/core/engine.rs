@@ -18,12 +18,12 @@ use std::net::SocketAddr;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::core::decode::{self, Control, Link, Segment};
+use crate::core::firewall::{Firewall, State};
 use crate::core::ftp::Negotiation;
 use crate::core::log::{self, Level, RateLimit, Vis};
 use crate::core::policy::{self, Denied};
 use crate::core::session::{Decision, Key, Note, Open, Reject, Session, Table, Withdrawal};
 use crate::core::stats::Stats;
-use crate::firewall::{Firewall, State};
 use crate::logmsg;
 
 #[cfg(test)]

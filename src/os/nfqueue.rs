@@ -42,10 +42,10 @@ use std::os::fd::{AsRawFd, RawFd};
 
 use crate::core::engine::now_us;
 use crate::core::log::{self, Level, RateLimit};
-use crate::firewall::nft::netlink::{
+use crate::os::capture::{Frame, SNAPLEN};
+use crate::os::netlink::{
     Msg, MsgBuf, NLM_F_ACK, NLM_F_REQUEST, NLMSG_ERROR, Socket, be32, nfnl_type,
 };
-use crate::os::capture::{Frame, SNAPLEN};
 
 const NFNL_SUBSYS_QUEUE: u8 = 3;
 const NFQNL_MSG_PACKET: u8 = 0;
@@ -477,7 +477,7 @@ fn set_nonblocking(fd: RawFd) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::firewall::nft::netlink::{Attrs, NFGENMSG_LEN, NLMSG_HDRLEN};
+    use crate::os::netlink::{Attrs, NFGENMSG_LEN, NLMSG_HDRLEN};
 
     /// The attributes of one request we wrote.
     fn attrs_of(bytes: &[u8]) -> Vec<(u16, Vec<u8>)> {

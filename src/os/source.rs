@@ -250,7 +250,7 @@ mod nflog {
     use std::io;
     use std::os::fd::RawFd;
 
-    use crate::firewall::nft::netlink::{MsgBuf, NLM_F_REQUEST, nfnl_type};
+    use crate::os::netlink::{MsgBuf, NLM_F_REQUEST, nfnl_type};
 
     const NFNL_SUBSYS_ULOG: u8 = 4;
     const NFULNL_MSG_CONFIG: u8 = 1;
@@ -368,8 +368,8 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn nflog_threshold_message() {
-        use crate::firewall::nft::netlink::{Attrs, NFGENMSG_LEN, NLMSG_HDRLEN};
-        let mut out = crate::firewall::nft::netlink::MsgBuf::new();
+        use crate::os::netlink::{Attrs, NFGENMSG_LEN, NLMSG_HDRLEN};
+        let mut out = crate::os::netlink::MsgBuf::new();
         nflog::message(&mut out, 5);
         let b = out.as_bytes();
         assert_eq!(u16::from_ne_bytes([b[4], b[5]]), 0x0401);

@@ -23,7 +23,7 @@
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 
-use super::netlink::{self, Attrs, MsgBuf, Socket};
+use crate::os::netlink::{self, Attrs, MsgBuf, Socket};
 
 const IPCTNL_MSG_CT_NEW: u8 = 0;
 const IPCTNL_MSG_CT_GET: u8 = 1;
@@ -148,8 +148,8 @@ fn orig_source(attrs: Attrs<'_>) -> Option<IpAddr> {
 
 #[cfg(test)]
 mod tests {
-    use super::netlink::MsgBuf;
     use super::*;
+    use crate::os::netlink::MsgBuf;
 
     #[test]
     fn finds_original_source() {

@@ -22,9 +22,9 @@ use netlink_packet_netfilter::{
 };
 
 use super::conntrack::{self, CTA_TUPLE_ORIG, CTA_TUPLE_REPLY};
-use super::netlink::MsgBuf;
 use super::*;
 use crate::core::rule::rule;
+use crate::os::netlink::MsgBuf;
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 

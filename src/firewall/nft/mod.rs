@@ -55,13 +55,12 @@ use crate::core::log::Level;
 use crate::core::rule::Rule;
 use crate::firewall::{Error, Firewall, State};
 use crate::logmsg;
+use crate::os::netlink::{self, Attrs, MsgBuf, Socket};
 use conntrack::Conntrack;
-use netlink::{Attrs, MsgBuf, Socket};
 
 pub mod conntrack;
 #[cfg(test)]
 mod crosscheck;
-pub(crate) mod netlink;
 
 /// Set holding IPv4 holes.
 const SET4: &str = "ftpsesame4";

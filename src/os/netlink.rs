@@ -1,5 +1,6 @@
-//! Small netlink plumbing shared by the nftables backend and the conntrack
-//! lookup: one socket type, one message writer, one reply walker.
+//! Small netlink plumbing shared by the nftables backend, its conntrack
+//! lookup and the nfnetlink queue source: one socket type, one message
+//! writer, one reply walker, one request loop.
 //!
 //! Only NETLINK_NETFILTER is spoken. Every message on the wire is
 //!
