@@ -2,7 +2,7 @@
 //!
 //! `Engine::packet` decodes a frame, routes the segment to its session
 //! (a new one only from a SYN to a control port) and carries out what the
-//! session decided ([`Decisions`]): it alone asks the state table, runs
+//! session decided ([`Decisions`](crate::core::session::Decisions)): it alone asks the state table, runs
 //! the policy, commits or removes rules, counts and logs. `Engine::tick`
 //! does the periodic work (half-open and rule expiry, state-table
 //! re-checks). Time is whatever the caller says it is (microseconds): the

@@ -34,7 +34,7 @@
 //! their checksums complete, which the decoder verifies.
 //!
 //! Nothing here allocates after [`Queue::open`]: messages are read into the
-//! socket's buffer and verdicts are written into a reused [`MsgBuf`].
+//! socket's buffer and verdicts are written into a reused `MsgBuf`.
 
 use std::fmt;
 use std::io;
