@@ -62,13 +62,13 @@ struct Replay {
     log: String,
 }
 
-/// `ftpsesame -d -n -D 6 -r FILE ""`: the empty expression, since libpcap
-/// cannot filter NFLOG and the log rule chose the packets already.
+/// `ftpsesame -d -n -D 6 -r FILE` with the default expression, which a
+/// log capture does not apply as a filter (libpcap cannot filter NFLOG, and
+/// on pflog it would test the address family against Linux's AF_INET6).
 fn replay(path: &Path) -> Replay {
     let out = Command::new(env!("CARGO_BIN_EXE_ftpsesame"))
         .args(["-d", "-n", "-D", "6", "-r"])
         .arg(path)
-        .arg("")
         .output()
         .unwrap();
     let log = String::from_utf8_lossy(&out.stderr).into_owned();

@@ -26,13 +26,9 @@ fn recorded_lab_captures_replay_to_the_same_rules() {
         .filter(|p| p.extension().is_some_and(|e| e == "pcap"))
     {
         let want = std::fs::read_to_string(pcap.with_extension("allowing")).unwrap();
-        let nflog = pcap
-            .file_stem()
-            .is_some_and(|s| s.to_str().is_some_and(|s| s.ends_with("-nflog")));
         let out = Command::new(env!("CARGO_BIN_EXE_ftpsesame"))
             .args(["-d", "-n", "-D", "6", "-r"])
             .arg(pcap)
-            .args(nflog.then_some(""))
             .output()
             .unwrap();
         let log = String::from_utf8_lossy(&out.stderr);

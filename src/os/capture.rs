@@ -4,7 +4,8 @@
 //! as it arrives: the data connection is racing us) with a jumbo-frame
 //! snap length, and the filter is locked after it is set (`os::bpflock`
 //! says what that gives on each system).
-//! Offline capture accepts pcap and pcapng and applies the same expression.
+//! Offline capture accepts pcap and pcapng and applies the same expression,
+//! except to NFLOG and pflog files (see `File::open`).
 //!
 //! libpcap's `nflog:N` device (Linux: packets an nftables `log group N`
 //! rule copies, after the filter) is opened the same way but takes no
@@ -296,9 +297,21 @@ impl File {
             path: path.to_path_buf(),
             source,
         })?;
-        cap.filter(expression, true)
-            .map_err(expression_error(expression))?;
         let link = link_of(cap.get_datalink())?;
+        if matches!(link, Link::Nflog | Link::Pflog) {
+            // libpcap cannot filter NFLOG at all, and on pflog it checks
+            // the address family against this system's own AF_INET6, so a
+            // BSD's IPv6 packets would vanish without a word. The log rule
+            // chose these packets; the expression names control ports only.
+            crate::logmsg!(
+                crate::core::log::Level::Notice,
+                "{}: expression \"{expression}\" not applied as a filter to a log capture; it names the control ports only",
+                path.display()
+            );
+        } else {
+            cap.filter(expression, true)
+                .map_err(expression_error(expression))?;
+        }
         Ok(File { cap, link })
     }
 
