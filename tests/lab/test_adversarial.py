@@ -42,16 +42,9 @@ import pytest
 import labpy
 from labpy import ADDR, CLIENT_IF, NS_C, NS_FW, NS_S, Daemon, Lab, in_netns
 
-REQUIRED = os.environ.get("FTPSESAME_E2E") == "required"
 ETH_P_ALL = 0x0003
 OK_TIMEOUT = 20.0
 PROBE_TIMEOUT = 2.0  # a dropped SYN is retried after 1 s: two tries
-
-
-def unavailable(reason):
-    if REQUIRED:
-        pytest.fail(f"FTPSESAME_E2E=required but {reason}")
-    pytest.skip(reason)
 
 
 def import_scapy():
@@ -93,17 +86,8 @@ S = import_scapy()
 
 @pytest.fixture(scope="module")
 def lab():
-    reason = labpy.missing_prerequisites()
-    if reason:
-        unavailable(reason)
-    if S is None:
-        unavailable("python3-scapy missing (apt-get install python3-scapy)")
-    lab = Lab()
-    try:
-        lab.up()
-        yield lab
-    finally:
-        lab.down()
+    no_scapy = "python3-scapy missing (apt-get install python3-scapy)" if S is None else None
+    yield from labpy.lab_up(Lab, labpy.missing_prerequisites(), no_scapy)
 
 
 def drop_spoofed_at_ingress():
@@ -128,13 +112,13 @@ def daemons(lab):
     """start(*extra) -> a ready daemon on the client-side interface (sesame
     mode, vsftpd); all are stopped after the test, which must leave no
     element behind."""
-    path = labpy.daemon_bin()
-    if not os.access(path, os.X_OK):
-        unavailable(f"daemon binary {path} missing (cargo build --release, or set FTPSESAME_BIN)")
+    reason = labpy.missing_daemon_bin()
+    if reason:
+        labpy.unavailable(reason)
     lab.mode("sesame")
     drop_spoofed_at_ingress()
     lab.server("vsftpd")
-    yield from labpy.daemon_starter(lambda d: assert_no_leftover(lab, d))
+    yield from labpy.daemon_starter(after=lambda d: assert_no_leftover(lab, d))
 
 
 @pytest.fixture

@@ -70,19 +70,12 @@ from labpy import ADDR, NS_C, in_netns
 sys.path.insert(0, labpy.HERE)
 import ftpget  # noqa: E402  (the lab's mode-aware ftplib client)
 
-REQUIRED = os.environ.get("FTPSESAME_E2E") == "required"
 COMMANDS = int(os.environ.get("FTPSESAME_FIDELITY_COMMANDS", "1000"))
 FAULTS = os.environ.get("FTPSESAME_FIDELITY_FAULTS", "5 5 5").split()
 WORKERS = int(os.environ.get("FTPSESAME_FIDELITY_WORKERS", "12"))
 CAPTURE_LOSS = 0.015  # packets deleted from the capture at random
 BURSTS = 0.002  # runs of three consecutive packets of one connection deleted
 SERVER = ADDR[4]["server"]
-
-
-def unavailable(reason):
-    if REQUIRED:
-        pytest.fail(f"FTPSESAME_E2E=required but {reason}")
-    pytest.skip(reason)
 
 
 def client_addr(i):
@@ -633,12 +626,13 @@ def replay(pcap):
 def lab():
     reason = labpy.missing_prerequisites()
     if reason:
-        unavailable(reason)
+        labpy.unavailable(reason)
     for tool in ("tcpdump", "tc", "iptables-nft"):
         if shutil.which(tool) is None:
-            unavailable(f"{tool} not found")
-    if not os.access(labpy.daemon_bin(), os.X_OK):
-        unavailable(f"daemon binary {labpy.daemon_bin()} missing (cargo build --release, or set FTPSESAME_BIN)")
+            labpy.unavailable(f"{tool} not found")
+    reason = labpy.missing_daemon_bin()
+    if reason:
+        labpy.unavailable(reason)
     lab = labpy.Lab()
     try:
         lab.up()
