@@ -378,6 +378,20 @@ def accepted_ports(conn, whole_replies):
             conn.ports.append(active_port(cmd))
 
 
+def logged(conn, is_command, arg):
+    """File one line a server logged for `conn`: a command or a reply."""
+    (conn.commands if is_command else conn.replies).append(normalize(arg or ""))
+
+
+def with_accepted_ports(conns_by_key, whole_replies):
+    """`conns_by_key` ({key: [Conn, ...]}) once every Conn in it has its
+    accepted ports (see accepted_ports)."""
+    for conns in conns_by_key.values():
+        for c in conns:
+            accepted_ports(c, whole_replies)
+    return conns_by_key
+
+
 def parse_vsftpd(text):
     """{client address: [Conn, ...]} in connection order.  A CONNECT line
     starts a connection; vsftpd logs from a new process after login, so a
@@ -402,11 +416,8 @@ def parse_vsftpd(text):
             if not by_addr[addr]:
                 continue
             c = pid_conn[pid] = by_addr[addr][-1]
-        (c.commands if what == "FTP command" else c.replies).append(normalize(arg or ""))
-    for conns in by_addr.values():
-        for c in conns:
-            accepted_ports(c, False)
-    return by_addr
+        logged(c, what == "FTP command", arg)
+    return with_accepted_ports(by_addr, False)
 
 
 def parse_pyftpdlib(text):
@@ -424,11 +435,8 @@ def parse_pyftpdlib(text):
             if what == "FTP session opened":
                 continue
         c = by_key[key][-1]
-        (c.commands if what == "<-" else c.replies).append(normalize(arg or ""))
-    for conns in by_key.values():
-        for c in conns:
-            accepted_ports(c, True)
-    return by_key
+        logged(c, what == "<-", arg)
+    return with_accepted_ports(by_key, True)
 
 
 def parse_daemon(text):
