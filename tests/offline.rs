@@ -80,6 +80,14 @@ fn allowing(lines: &[String]) -> Vec<&str> {
         .collect()
 }
 
+/// Replay `cap` with the default options and check its `allowing` lines
+/// are `want`; returns all lines for further checks.
+fn assert_allows(cap: &Capture, name: &str, want: &[&str]) -> Vec<String> {
+    let lines = replay(cap, name, &[]);
+    assert_eq!(allowing(&lines), want, "{lines:#?}");
+    lines
+}
+
 fn stats_line(lines: &[String]) -> &str {
     lines
         .iter()
@@ -155,10 +163,10 @@ fn epsv_ipv6() {
             b"229 Entering Extended Passive Mode (|||50001|)\r\n",
         )],
     );
-    let lines = replay(&cap, "epsv6", &[]);
-    assert_eq!(
-        allowing(&lines),
-        ["#1 allowing 2001:db8:1::2 to 2001:db8:2::2 port 50001"]
+    assert_allows(
+        &cap,
+        "epsv6",
+        &["#1 allowing 2001:db8:1::2 to 2001:db8:2::2 port 50001"],
     );
 }
 
@@ -193,13 +201,13 @@ fn eprt_ipv6_and_third_party_address_ignored() {
             (b"EPRT |2|2001:db8:99::9|50004|\r\n", b"200 EPRT ok\r\n"),
         ],
     );
-    let lines = replay(&cap, "eprt6", &[]);
-    assert_eq!(
-        allowing(&lines),
-        [
+    assert_allows(
+        &cap,
+        "eprt6",
+        &[
             "#1 allowing 2001:db8:2::2 to 2001:db8:1::2 port 50003",
-            "#1 allowing 2001:db8:2::2 to 2001:db8:1::2 port 50004"
-        ]
+            "#1 allowing 2001:db8:2::2 to 2001:db8:1::2 port 50004",
+        ],
     );
 }
 
@@ -210,9 +218,10 @@ fn eprt_ipv4_third_party() {
         S4,
         &[(b"EPRT |1|203.0.113.9|50005|\r\n", b"200 EPRT ok\r\n")],
     );
-    assert_eq!(
-        allowing(&replay(&cap, "eprt4", &[])),
-        ["#1 allowing 198.51.100.2 to 192.0.2.2 port 50005"]
+    assert_allows(
+        &cap,
+        "eprt4",
+        &["#1 allowing 198.51.100.2 to 192.0.2.2 port 50005"],
     );
 }
 
@@ -226,9 +235,10 @@ fn pipelined_commands_pair_with_their_replies() {
             b"200 Type set to I\r\n227 Entering Passive Mode (198,51,100,2,195,86)\r\n150 Opening\r\n226 Done\r\n",
         )],
     );
-    assert_eq!(
-        allowing(&replay(&cap, "pipelined", &[])),
-        ["#1 allowing 192.0.2.2 to 198.51.100.2 port 50006"]
+    assert_allows(
+        &cap,
+        "pipelined",
+        &["#1 allowing 192.0.2.2 to 198.51.100.2 port 50006"],
     );
 }
 
@@ -248,9 +258,10 @@ fn multiline_and_preliminary_replies() {
             ),
         ],
     );
-    assert_eq!(
-        allowing(&replay(&cap, "multiline", &[])),
-        ["#1 allowing 192.0.2.2 to 198.51.100.2 port 50007"]
+    assert_allows(
+        &cap,
+        "multiline",
+        &["#1 allowing 192.0.2.2 to 198.51.100.2 port 50007"],
     );
 }
 
@@ -260,9 +271,10 @@ fn split_mid_word_is_a_valid_port() {
     cap.push(c.client(b"PO"));
     cap.push(c.client(b"RT 192,0,2,2,195,88\r\n"));
     cap.push(c.server(b"200 PORT ok\r\n"));
-    assert_eq!(
-        allowing(&replay(&cap, "split", &[])),
-        ["#1 allowing 198.51.100.2 to 192.0.2.2 port 50008"]
+    assert_allows(
+        &cap,
+        "split",
+        &["#1 allowing 198.51.100.2 to 192.0.2.2 port 50008"],
     );
 }
 
@@ -291,10 +303,10 @@ fn blind_injection_opens_nothing() {
     // The real stream goes on and must still work.
     cap.push(c.client(b"PASV\r\n"));
     cap.push(c.server(b"227 Entering Passive Mode (198,51,100,2,195,89)\r\n"));
-    let lines = replay(&cap, "inject", &[]);
-    assert_eq!(
-        allowing(&lines),
-        ["#1 allowing 192.0.2.2 to 198.51.100.2 port 50009"]
+    let lines = assert_allows(
+        &cap,
+        "inject",
+        &["#1 allowing 192.0.2.2 to 198.51.100.2 port 50009"],
     );
     let stats = stats_line(&lines);
     assert!(stats.contains("out-of-window 4"), "{stats}");
@@ -309,9 +321,10 @@ fn retransmission_is_not_delivered_twice() {
     cap.push(c.server(b"227 Entering Passive Mode (198,51,100,2,195,90)\r\n"));
     cap.push(c.client(b"NOOP\r\n"));
     cap.push(c.server(b"200 ok (198,51,100,2,195,91)\r\n"));
-    assert_eq!(
-        allowing(&replay(&cap, "retrans", &[])),
-        ["#1 allowing 192.0.2.2 to 198.51.100.2 port 50010"]
+    assert_allows(
+        &cap,
+        "retrans",
+        &["#1 allowing 192.0.2.2 to 198.51.100.2 port 50010"],
     );
 }
 
@@ -598,9 +611,10 @@ fn lost_final_handshake_ack() {
     cap.push(c.server(b"220 ready\r\n"));
     cap.push(c.client(b"PASV\r\n"));
     cap.push(c.server(b"227 Entering Passive Mode (198,51,100,2,195,80)\r\n"));
-    assert_eq!(
-        allowing(&replay(&cap, "lostack", &[])),
-        ["#1 allowing 192.0.2.2 to 198.51.100.2 port 50000"]
+    assert_allows(
+        &cap,
+        "lostack",
+        &["#1 allowing 192.0.2.2 to 198.51.100.2 port 50000"],
     );
 }
 
@@ -613,10 +627,10 @@ fn discarded_long_line_pairs_with_its_own_reply() {
         S4,
         &[(&long, b"500 Command line too long\r\n200 PORT ok\r\n")],
     );
-    let lines = replay(&cap, "longline", &[]);
-    assert_eq!(
-        allowing(&lines),
-        ["#1 allowing 198.51.100.2 to 192.0.2.2 port 50000"]
+    let lines = assert_allows(
+        &cap,
+        "longline",
+        &["#1 allowing 198.51.100.2 to 192.0.2.2 port 50000"],
     );
     assert!(!lines.iter().any(|l| l.contains("closed")), "{lines:#?}");
     assert!(stats_line(&lines).contains("long lines 1"));
