@@ -80,12 +80,40 @@ fn allowing(lines: &[String]) -> Vec<&str> {
         .collect()
 }
 
-/// Greeting, then `exchanges` of (client line(s), server line(s)), then FIN.
-fn session(client: &str, server: &str, exchanges: &[(&[u8], &[u8])]) -> Capture {
+/// Replay `cap` with the default options and check its `allowing` lines
+/// are `want`; returns all lines for further checks.
+fn assert_allows(cap: &Capture, name: &str, want: &[&str]) -> Vec<String> {
+    let lines = replay(cap, name, &[]);
+    assert_eq!(allowing(&lines), want, "{lines:#?}");
+    lines
+}
+
+fn stats_line(lines: &[String]) -> &str {
+    lines
+        .iter()
+        .find(|l| l.starts_with("stats:"))
+        .expect("stats line")
+}
+
+/// A capture of the handshake between `client` and `server` (initial
+/// sequence numbers `client_isn`, `server_isn`) and the server's greeting,
+/// with the conversation to go on from there.
+fn greeted(
+    client: &str,
+    server: &str,
+    client_isn: u32,
+    server_isn: u32,
+) -> (Capture, Conversation) {
     let mut cap = Capture::new();
-    let mut c = Conversation::new(sa(client), sa(server), 1_000_000, 4_000_000_000);
+    let mut c = Conversation::new(sa(client), sa(server), client_isn, server_isn);
     cap.extend(c.handshake());
     cap.push(c.server(b"220 ready\r\n"));
+    (cap, c)
+}
+
+/// Greeting, then `exchanges` of (client line(s), server line(s)), then FIN.
+fn session(client: &str, server: &str, exchanges: &[(&[u8], &[u8])]) -> Capture {
+    let (mut cap, mut c) = greeted(client, server, 1_000_000, 4_000_000_000);
     for (cmd, reply) in exchanges {
         cap.push(c.client(cmd));
         cap.push(c.server(reply));
@@ -135,10 +163,10 @@ fn epsv_ipv6() {
             b"229 Entering Extended Passive Mode (|||50001|)\r\n",
         )],
     );
-    let lines = replay(&cap, "epsv6", &[]);
-    assert_eq!(
-        allowing(&lines),
-        ["#1 allowing 2001:db8:1::2 to 2001:db8:2::2 port 50001"]
+    assert_allows(
+        &cap,
+        "epsv6",
+        &["#1 allowing 2001:db8:1::2 to 2001:db8:2::2 port 50001"],
     );
 }
 
@@ -173,13 +201,13 @@ fn eprt_ipv6_and_third_party_address_ignored() {
             (b"EPRT |2|2001:db8:99::9|50004|\r\n", b"200 EPRT ok\r\n"),
         ],
     );
-    let lines = replay(&cap, "eprt6", &[]);
-    assert_eq!(
-        allowing(&lines),
-        [
+    assert_allows(
+        &cap,
+        "eprt6",
+        &[
             "#1 allowing 2001:db8:2::2 to 2001:db8:1::2 port 50003",
-            "#1 allowing 2001:db8:2::2 to 2001:db8:1::2 port 50004"
-        ]
+            "#1 allowing 2001:db8:2::2 to 2001:db8:1::2 port 50004",
+        ],
     );
 }
 
@@ -190,9 +218,10 @@ fn eprt_ipv4_third_party() {
         S4,
         &[(b"EPRT |1|203.0.113.9|50005|\r\n", b"200 EPRT ok\r\n")],
     );
-    assert_eq!(
-        allowing(&replay(&cap, "eprt4", &[])),
-        ["#1 allowing 198.51.100.2 to 192.0.2.2 port 50005"]
+    assert_allows(
+        &cap,
+        "eprt4",
+        &["#1 allowing 198.51.100.2 to 192.0.2.2 port 50005"],
     );
 }
 
@@ -206,9 +235,10 @@ fn pipelined_commands_pair_with_their_replies() {
             b"200 Type set to I\r\n227 Entering Passive Mode (198,51,100,2,195,86)\r\n150 Opening\r\n226 Done\r\n",
         )],
     );
-    assert_eq!(
-        allowing(&replay(&cap, "pipelined", &[])),
-        ["#1 allowing 192.0.2.2 to 198.51.100.2 port 50006"]
+    assert_allows(
+        &cap,
+        "pipelined",
+        &["#1 allowing 192.0.2.2 to 198.51.100.2 port 50006"],
     );
 }
 
@@ -228,33 +258,29 @@ fn multiline_and_preliminary_replies() {
             ),
         ],
     );
-    assert_eq!(
-        allowing(&replay(&cap, "multiline", &[])),
-        ["#1 allowing 192.0.2.2 to 198.51.100.2 port 50007"]
+    assert_allows(
+        &cap,
+        "multiline",
+        &["#1 allowing 192.0.2.2 to 198.51.100.2 port 50007"],
     );
 }
 
 #[test]
 fn split_mid_word_is_a_valid_port() {
-    let mut cap = Capture::new();
-    let mut c = Conversation::new(sa(C4), sa(S4), 7, 9);
-    cap.extend(c.handshake());
-    cap.push(c.server(b"220 ready\r\n"));
+    let (mut cap, mut c) = greeted(C4, S4, 7, 9);
     cap.push(c.client(b"PO"));
     cap.push(c.client(b"RT 192,0,2,2,195,88\r\n"));
     cap.push(c.server(b"200 PORT ok\r\n"));
-    assert_eq!(
-        allowing(&replay(&cap, "split", &[])),
-        ["#1 allowing 198.51.100.2 to 192.0.2.2 port 50008"]
+    assert_allows(
+        &cap,
+        "split",
+        &["#1 allowing 198.51.100.2 to 192.0.2.2 port 50008"],
     );
 }
 
 #[test]
 fn smuggled_port_after_noop_opens_nothing() {
-    let mut cap = Capture::new();
-    let mut c = Conversation::new(sa(C4), sa(S4), 7, 9);
-    cap.extend(c.handshake());
-    cap.push(c.server(b"220 ready\r\n"));
+    let (mut cap, mut c) = greeted(C4, S4, 7, 9);
     cap.push(c.client(b"NOOP "));
     cap.push(c.client(b"PORT 192,0,2,2,195,80\r\n"));
     cap.push(c.server(b"200 NOOP ok.\r\n"));
@@ -265,10 +291,7 @@ fn smuggled_port_after_noop_opens_nothing() {
 
 #[test]
 fn blind_injection_opens_nothing() {
-    let mut cap = Capture::new();
-    let mut c = Conversation::new(sa(C4), sa(S4), 1000, 5000);
-    cap.extend(c.handshake());
-    cap.push(c.server(b"220 ready\r\n"));
+    let (mut cap, mut c) = greeted(C4, S4, 1000, 5000);
     // Injected from outside with guessed sequence numbers, both directions.
     cap.push(c.client_raw(c.cseq.wrapping_add(77_777), b"PORT 192,0,2,2,195,80\r\n"));
     cap.push(c.server_raw(c.sseq.wrapping_sub(2_000_000), b"200 PORT ok\r\n"));
@@ -280,33 +303,28 @@ fn blind_injection_opens_nothing() {
     // The real stream goes on and must still work.
     cap.push(c.client(b"PASV\r\n"));
     cap.push(c.server(b"227 Entering Passive Mode (198,51,100,2,195,89)\r\n"));
-    let lines = replay(&cap, "inject", &[]);
-    assert_eq!(
-        allowing(&lines),
-        ["#1 allowing 192.0.2.2 to 198.51.100.2 port 50009"]
+    let lines = assert_allows(
+        &cap,
+        "inject",
+        &["#1 allowing 192.0.2.2 to 198.51.100.2 port 50009"],
     );
-    let stats = lines
-        .iter()
-        .find(|l| l.starts_with("stats:"))
-        .expect("stats line");
+    let stats = stats_line(&lines);
     assert!(stats.contains("out-of-window 4"), "{stats}");
 }
 
 #[test]
 fn retransmission_is_not_delivered_twice() {
-    let mut cap = Capture::new();
-    let mut c = Conversation::new(sa(C4), sa(S4), 1000, 5000);
-    cap.extend(c.handshake());
-    cap.push(c.server(b"220 ready\r\n"));
+    let (mut cap, mut c) = greeted(C4, S4, 1000, 5000);
     let seq = c.cseq;
     cap.push(c.client(b"PASV\r\n"));
     cap.push(c.client_raw(seq, b"PASV\r\n")); // a second PASV would pair wrongly
     cap.push(c.server(b"227 Entering Passive Mode (198,51,100,2,195,90)\r\n"));
     cap.push(c.client(b"NOOP\r\n"));
     cap.push(c.server(b"200 ok (198,51,100,2,195,91)\r\n"));
-    assert_eq!(
-        allowing(&replay(&cap, "retrans", &[])),
-        ["#1 allowing 192.0.2.2 to 198.51.100.2 port 50010"]
+    assert_allows(
+        &cap,
+        "retrans",
+        &["#1 allowing 192.0.2.2 to 198.51.100.2 port 50010"],
     );
 }
 
@@ -389,10 +407,7 @@ fn syn_flood_beyond_max_sessions_does_not_lock_out() {
         allowing(&lines),
         ["#51 allowing 192.0.2.2 to 198.51.100.2 port 50000"]
     );
-    let stats = lines
-        .iter()
-        .find(|l| l.starts_with("stats:"))
-        .expect("stats line");
+    let stats = stats_line(&lines);
     assert!(stats.contains("0 refused 96 evicted"), "{stats}");
 }
 
@@ -515,28 +530,15 @@ fn drop_lines_are_rate_limited_but_counted() {
     let lines = replay(&cap, "fragments", &[]);
     let logged = lines.iter().filter(|l| *l == "drop: fragment").count();
     assert!((1..=10).contains(&logged), "{logged} drop lines");
-    let stats = lines
-        .iter()
-        .find(|l| l.starts_with("stats:"))
-        .expect("stats line");
+    let stats = stats_line(&lines);
     assert!(stats.contains("fragment 100"), "{stats}");
-}
-
-fn stats_line(lines: &[String]) -> &str {
-    lines
-        .iter()
-        .find(|l| l.starts_with("stats:"))
-        .expect("stats line")
 }
 
 #[test]
 fn syn_from_port_21_is_not_an_ftp_client() {
     // A client connects from source port 21 to a service that reflects
     // what it is sent (an echo server on port 7).
-    let mut cap = Capture::new();
-    let mut c = Conversation::new(sa("192.0.2.2:21"), sa("198.51.100.2:7"), 100, 900);
-    cap.extend(c.handshake());
-    cap.push(c.server(b"220 ready\r\n"));
+    let (mut cap, mut c) = greeted("192.0.2.2:21", "198.51.100.2:7", 100, 900);
     cap.push(c.client(b"PASV\r\n"));
     cap.push(c.server(b"227 Entering Passive Mode (198,51,100,2,12,234)\r\n"));
     let lines = replay(&cap, "from21", &[]);
@@ -609,9 +611,10 @@ fn lost_final_handshake_ack() {
     cap.push(c.server(b"220 ready\r\n"));
     cap.push(c.client(b"PASV\r\n"));
     cap.push(c.server(b"227 Entering Passive Mode (198,51,100,2,195,80)\r\n"));
-    assert_eq!(
-        allowing(&replay(&cap, "lostack", &[])),
-        ["#1 allowing 192.0.2.2 to 198.51.100.2 port 50000"]
+    assert_allows(
+        &cap,
+        "lostack",
+        &["#1 allowing 192.0.2.2 to 198.51.100.2 port 50000"],
     );
 }
 
@@ -624,10 +627,10 @@ fn discarded_long_line_pairs_with_its_own_reply() {
         S4,
         &[(&long, b"500 Command line too long\r\n200 PORT ok\r\n")],
     );
-    let lines = replay(&cap, "longline", &[]);
-    assert_eq!(
-        allowing(&lines),
-        ["#1 allowing 198.51.100.2 to 192.0.2.2 port 50000"]
+    let lines = assert_allows(
+        &cap,
+        "longline",
+        &["#1 allowing 198.51.100.2 to 192.0.2.2 port 50000"],
     );
     assert!(!lines.iter().any(|l| l.contains("closed")), "{lines:#?}");
     assert!(stats_line(&lines).contains("long lines 1"));
@@ -635,10 +638,7 @@ fn discarded_long_line_pairs_with_its_own_reply() {
 
 #[test]
 fn unanswered_port_commands_keep_one_hole() {
-    let mut cap = Capture::new();
-    let mut c = Conversation::new(sa(C4), sa(S4), 1000, 5000);
-    cap.extend(c.handshake());
-    cap.push(c.server(b"220 ready\r\n"));
+    let (mut cap, mut c) = greeted(C4, S4, 1000, 5000);
     for i in 0..16u32 {
         let p = 50000 + i;
         cap.push(c.client(format!("PORT 192,0,2,2,{},{}\r\n", p / 256, p % 256).as_bytes()));
@@ -681,10 +681,7 @@ fn bytes_the_server_discards_open_nothing() {
         }),
     ];
     for (name, forge) in cases {
-        let mut cap = Capture::new();
-        let mut c = Conversation::new(sa(C4), sa(S4), 1000, 5000);
-        cap.extend(c.handshake());
-        cap.push(c.server(b"220 ready\r\n"));
+        let (mut cap, mut c) = greeted(C4, S4, 1000, 5000);
         cap.push(forge(&c));
         let noop = b"NOOP\r\nNOOP\r\nHELP NOOP\r\n";
         assert_eq!(noop.len(), port.len());
@@ -699,10 +696,7 @@ fn bytes_the_server_discards_open_nothing() {
 fn gap_filled_with_different_bytes_reads_the_filler() {
     // A PORT arrives ahead of a gap; the gap is then filled by a segment
     // that covers it with other bytes. The server's TCP reads the filler.
-    let mut cap = Capture::new();
-    let mut c = Conversation::new(sa(C4), sa(S4), 1000, 5000);
-    cap.extend(c.handshake());
-    cap.push(c.server(b"220 ready\r\n"));
+    let (mut cap, mut c) = greeted(C4, S4, 1000, 5000);
     cap.push(c.client_raw(c.cseq.wrapping_add(6), b"PORT 192,0,2,2,195,80\r\n"));
     cap.push(c.client(b"NOOP\r\nXXXXXXXXXXXXXXXXXXXXX\r\n"));
     cap.push(c.server(b"200 ok\r\n500 what\r\n"));
@@ -715,16 +709,20 @@ fn gap_filled_with_different_bytes_reads_the_filler() {
     );
 }
 
+/// The TCP window field `window` and a timestamp option with TSval `tsval`.
+fn stamped(tsval: u32, window: u16) -> TcpExtra {
+    TcpExtra {
+        window,
+        wscale: None,
+        timestamp: Some((tsval, 0)),
+    }
+}
+
 /// A handshake with timestamps on both SYNs (TSval starting at `ts`) and
 /// the server's window `window`; the greeting follows.
 fn timestamped(cap: &mut Capture, c: &mut Conversation, ts: u32, window: u16) {
-    let x = |t: u32, window: u16| TcpExtra {
-        window,
-        wscale: None,
-        timestamp: Some((t, 0)),
-    };
-    let client = |t: u32| x(t, 65535);
-    let server = |t: u32| x(t, window);
+    let client = |t: u32| stamped(t, 65535);
+    let server = |t: u32| stamped(t, window);
     cap.push(ethernet_tcp_extra(
         c.client,
         c.server,
@@ -775,11 +773,7 @@ fn segments_the_server_drops_open_nothing() {
     // bytes at the same place are what the server reads.
     let port = b"PORT 192,0,2,2,195,80\r\n";
     let noop = b"NOOP\r\nNOOP\r\nHELP NOOP\r\n";
-    let ts = |t: u32| TcpExtra {
-        window: 65535,
-        wscale: None,
-        timestamp: Some((t, 0)),
-    };
+    let ts = |t: u32| stamped(t, 65535);
     type Forge = fn(&Conversation, &[u8]) -> Vec<u8>;
     let cases: [(&str, Forge, u16); 5] = [
         (
@@ -803,11 +797,7 @@ fn segments_the_server_drops_open_nothing() {
         (
             "old timestamp",
             |c, p| {
-                let x = TcpExtra {
-                    window: 65535,
-                    wscale: None,
-                    timestamp: Some((1000, 0)),
-                };
+                let x = stamped(1000, 65535);
                 ethernet_tcp_extra(c.client, c.server, c.cseq, c.sseq, PSH | ACK, x, p)
             },
             65535,
@@ -815,11 +805,7 @@ fn segments_the_server_drops_open_nothing() {
         (
             "into a zero window",
             |c, p| {
-                let x = TcpExtra {
-                    window: 65535,
-                    wscale: None,
-                    timestamp: Some((5001, 0)),
-                };
+                let x = stamped(5001, 65535);
                 ethernet_tcp_extra(c.client, c.server, c.cseq, c.sseq, PSH | ACK, x, p)
             },
             0,
@@ -827,11 +813,7 @@ fn segments_the_server_drops_open_nothing() {
         (
             "overlapping, acknowledging unsent bytes",
             |c, p| {
-                let x = TcpExtra {
-                    window: 65535,
-                    wscale: None,
-                    timestamp: Some((5001, 0)),
-                };
+                let x = stamped(5001, 65535);
                 let ack = c.sseq.wrapping_add(70_000);
                 ethernet_tcp_extra(c.client, c.server, c.cseq - 2, ack, PSH | ACK, x, p)
             },
@@ -898,10 +880,7 @@ fn segments_the_server_drops_open_nothing() {
 /// frames of round `lost` carrying TYPE I, its 200 and PASV are not
 /// captured (both directions at once, as a busy box drops them).
 fn long_session(n: u32, lost: Option<u32>) -> (Capture, Vec<u16>) {
-    let mut cap = Capture::new();
-    let mut c = Conversation::new(sa(C4), sa(S4), 77_000, 3_000_000_000);
-    cap.extend(c.handshake());
-    cap.push(c.server(b"220 ready\r\n"));
+    let (mut cap, mut c) = greeted(C4, S4, 77_000, 3_000_000_000);
     cap.push(c.client(b"USER anonymous\r\n"));
     cap.push(c.server(b"331 send password\r\n"));
     cap.push(c.client(b"PASS x@\r\n"));

@@ -467,10 +467,5 @@ ha_main() {
 }
 
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
-    set -u
-    if [ "$(id -u)" != 0 ]; then
-        echo "ha.sh: needs root (network namespaces)" >&2
-        exit 1
-    fi
-    ha_main "$@"
+    lab_script_main ha.sh ha_main "$@"
 fi

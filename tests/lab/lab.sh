@@ -599,11 +599,19 @@ lab_main() {
     esac
 }
 
-if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+# Run as a script (not sourced): `lab_script_main NAME MAIN ARGS...` runs
+# MAIN ARGS... with unset variables as errors, and only as root.
+lab_script_main() {
+    local name=$1 main=$2
+    shift 2
     set -u
     if [ "$(id -u)" != 0 ]; then
-        echo "lab.sh: needs root (network namespaces)" >&2
+        echo "$name: needs root (network namespaces)" >&2
         exit 1
     fi
-    lab_main "$@"
+    "$main" "$@"
+}
+
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+    lab_script_main lab.sh lab_main "$@"
 fi

@@ -1,6 +1,6 @@
 """Python side of the network lab: drives lab.sh, runs clients, servers and the daemon.
 
-Used by test_e2e.py, test_inline.py and race.py.  Every network action happens inside the lab's
+Used by the lab's tests, halab.py and race.py.  Every network action happens inside the lab's
 namespaces (`ip netns exec`); this module only starts processes and reads the
 firewall's state (set elements, the dropped-SYN counter).
 """
@@ -33,10 +33,28 @@ DATA_MODES = ("pasv", "epsv", "port", "eprt")
 # Packet sources after the filter that lab.sh can feed (`--nfqueue`, `--nflog`),
 # and the -i each one gives the daemon.
 SOURCES = {"nfqueue": "nfqueue:0", "nflog": "nflog:1"}
+REQUIRED = os.environ.get("FTPSESAME_E2E") == "required"
+
+
+def unavailable(reason):
+    """Skip the running test, or fail it when FTPSESAME_E2E=required."""
+    import pytest  # only the tests call this; race.py runs without pytest
+
+    if REQUIRED:
+        pytest.fail(f"FTPSESAME_E2E=required but {reason}")
+    pytest.skip(reason)
 
 
 def daemon_bin():
     return os.environ.get("FTPSESAME_BIN", os.path.join(REPO, "target/release/ftpsesame"))
+
+
+def missing_daemon_bin():
+    """Why the daemon cannot be started, or None."""
+    path = daemon_bin()
+    if not os.access(path, os.X_OK):
+        return f"daemon binary {path} missing (cargo build --release, or set FTPSESAME_BIN)"
+    return None
 
 
 def missing_prerequisites():
@@ -86,6 +104,23 @@ def sha256_file(path):
         for block in iter(lambda: f.read(1 << 16), b""):
             h.update(block)
     return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One transfer of the test matrix: server, address family, data mode, client."""
+
+    server: str
+    family: int
+    mode: str
+    client: str
+
+    def __str__(self):
+        return f"{self.server}-ipv{self.family}-{self.mode}-{self.client}"
+
+    @property
+    def passive(self):
+        return self.mode in ("pasv", "epsv")
 
 
 @dataclass
@@ -383,17 +418,35 @@ def nft(ns, script):
                    check=True, capture_output=True, text=True)
 
 
-def daemon_starter(after=None):
-    """Generator behind the tests' `daemons` fixtures: yields
-    start(*extra) -> a ready Daemon on the client-side interface; every
-    daemon started is stopped afterwards and, if given, after(daemon) runs
-    for each (e.g. to check nothing was left behind)."""
+def lab_up(make, *reasons):
+    """Generator behind the tests' `lab` fixtures: the first of `reasons`
+    that is not None makes the test unavailable; else yields make() once it
+    is up, and always tears it down."""
+    for reason in reasons:
+        if reason:
+            unavailable(reason)
+    lab = make()
+    try:
+        lab.up()
+        yield lab
+    finally:
+        lab.down()
+
+
+def daemon_starter(make=None, after=None):
+    """Generator behind the tests' daemon fixtures: yields start(*args) ->
+    make(*args) once that Daemon is ready (by default start(*extra) runs one
+    on the client-side interface with `extra` arguments); every daemon
+    started is stopped afterwards and, if given, after(daemon) runs for each
+    (e.g. to check nothing was left behind)."""
+    if make is None:
+        make = lambda *extra: Daemon(CLIENT_IF, extra)  # noqa: E731
     started = []
 
-    def start(*extra):
-        d = Daemon(CLIENT_IF, extra)
+    def start(*args):
+        d = make(*args)
         started.append(d)
-        assert d.wait_ready(), f"daemon not ready:\n{d.text()}"
+        assert d.wait_ready(), f"daemon not ready (privileges never dropped):\n{d.text()}"
         return d
 
     yield start

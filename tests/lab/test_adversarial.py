@@ -42,16 +42,9 @@ import pytest
 import labpy
 from labpy import ADDR, CLIENT_IF, NS_C, NS_FW, NS_S, Daemon, Lab, in_netns
 
-REQUIRED = os.environ.get("FTPSESAME_E2E") == "required"
 ETH_P_ALL = 0x0003
 OK_TIMEOUT = 20.0
 PROBE_TIMEOUT = 2.0  # a dropped SYN is retried after 1 s: two tries
-
-
-def unavailable(reason):
-    if REQUIRED:
-        pytest.fail(f"FTPSESAME_E2E=required but {reason}")
-    pytest.skip(reason)
 
 
 def import_scapy():
@@ -93,17 +86,8 @@ S = import_scapy()
 
 @pytest.fixture(scope="module")
 def lab():
-    reason = labpy.missing_prerequisites()
-    if reason:
-        unavailable(reason)
-    if S is None:
-        unavailable("python3-scapy missing (apt-get install python3-scapy)")
-    lab = Lab()
-    try:
-        lab.up()
-        yield lab
-    finally:
-        lab.down()
+    no_scapy = "python3-scapy missing (apt-get install python3-scapy)" if S is None else None
+    yield from labpy.lab_up(Lab, labpy.missing_prerequisites(), no_scapy)
 
 
 def drop_spoofed_at_ingress():
@@ -128,13 +112,13 @@ def daemons(lab):
     """start(*extra) -> a ready daemon on the client-side interface (sesame
     mode, vsftpd); all are stopped after the test, which must leave no
     element behind."""
-    path = labpy.daemon_bin()
-    if not os.access(path, os.X_OK):
-        unavailable(f"daemon binary {path} missing (cargo build --release, or set FTPSESAME_BIN)")
+    reason = labpy.missing_daemon_bin()
+    if reason:
+        labpy.unavailable(reason)
     lab.mode("sesame")
     drop_spoofed_at_ingress()
     lab.server("vsftpd")
-    yield from labpy.daemon_starter(lambda d: assert_no_leftover(lab, d))
+    yield from labpy.daemon_starter(after=lambda d: assert_no_leftover(lab, d))
 
 
 @pytest.fixture
@@ -240,6 +224,13 @@ class Control:
         self.mac_fw = labpy.link_mac(NS_FW, CLIENT_IF)
         self.c_next = self.s_next = None
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
     def close(self):
         for s in (self.sock, self.pkt):
             try:
@@ -265,24 +256,28 @@ class Control:
         self.send(line)
         return self.expect(code)
 
-    def learn(self):
-        """Read the captured frames so far: sets c_next/s_next, the next
-        sequence number each side will send."""
+    def captured(self):
+        """The segments of this connection the sniffer caught since the last
+        call, each as (IP layer, TCP layer, the sequence number after it)."""
         tcp_t = S["TCP"]
         while True:
             try:
                 frame = self.pkt.recv(65535)
             except BlockingIOError:
-                break
+                return
             p = S["Ether"](frame)
             if tcp_t not in p:
                 continue
-            ip = p.payload
             t = p[tcp_t]
             if {t.sport, t.dport} != {self.cport, 21}:
                 continue
-            end = t.seq + len(bytes(t.payload)) + (1 if t.flags & 0x03 else 0)
-            end &= 0xFFFFFFFF
+            end = (t.seq + len(bytes(t.payload)) + (1 if t.flags & 0x03 else 0)) & 0xFFFFFFFF
+            yield p.payload, t, end
+
+    def learn(self):
+        """Read the captured frames so far: sets c_next/s_next, the next
+        sequence number each side will send."""
+        for ip, t, end in self.captured():
             if ip.src == self.client and t.sport == self.cport:
                 self.c_next = end
             elif ip.src == self.server and t.sport == 21:
@@ -355,50 +350,44 @@ def fresh_port():
 # ---------------------------------------------------------------- blind injection
 
 
+def blind_segments(c, from_client, line, next_seq, rng):
+    """64 segments carrying `line` from the client (or the server) end of
+    `c`, each at a sequence number at least 64 KiB away from `next_seq`
+    either way and with a random ACK: what a blind attacker can send."""
+    frames = []
+    for _ in range(64):
+        seq = (next_seq + rng.randint(1 << 16, (1 << 32) - (1 << 16))) & 0xFFFFFFFF
+        frames.append(c.segment(from_client, line + "\r\n", seq, rng.getrandbits(32)))
+    return frames
+
+
 def test_blind_fake_reply_wrong_seq(daemon, lab):
     """A forged 227 with random sequence numbers on a real session whose PASV
     is pending opens nothing; the same reply in sequence would (control)."""
-    c = Control(4)
-    try:
+    with Control(4) as c:
         hold_server_replies(c)
         c.send("PASV")
         time.sleep(0.2)
         c_next, s_next = c.learn()
         port = fresh_port()
-        rng = random.Random(port)
-        frames = []
-        for _ in range(64):
-            seq = (s_next + rng.randint(1 << 16, (1 << 32) - (1 << 16))) & 0xFFFFFFFF
-            ack = rng.getrandbits(32)
-            frames.append(c.segment(False, pasv_line(port) + "\r\n", seq, ack))
-        c.inject(frames)
+        c.inject(blind_segments(c, False, pasv_line(port), s_next, random.Random(port)))
         assert_no_hole(lab, daemon, 4, port, active=False)
         assert "out-of-window segment ignored" in daemon.text(), daemon.text()
         # Control: the very same reply at the right sequence number opens it.
         c.inject(c.segment(False, pasv_line(port + 1) + "\r\n", s_next, c_next))
         assert_hole(lab, daemon, 4, port + 1, active=False)
-    finally:
-        c.close()
 
 
 def test_blind_fake_command_wrong_seq(daemon, lab):
     """A forged PORT with random sequence numbers opens nothing."""
-    c = Control(4)
-    try:
+    with Control(4) as c:
         time.sleep(0.1)
         c_next, s_next = c.learn()
         port = fresh_port()
-        rng = random.Random(port)
-        frames = []
-        for _ in range(64):
-            seq = (c_next + rng.randint(1 << 16, (1 << 32) - (1 << 16))) & 0xFFFFFFFF
-            frames.append(c.segment(True, port_line(4, port) + "\r\n", seq, rng.getrandbits(32)))
-        c.inject(frames)
+        c.inject(blind_segments(c, True, port_line(4, port), c_next, random.Random(port)))
         assert_no_hole(lab, daemon, 4, port, active=True)
         c.inject(c.segment(True, port_line(4, port + 1) + "\r\n", c_next, s_next))
         assert_hole(lab, daemon, 4, port + 1, active=True)
-    finally:
-        c.close()
 
 
 # ---------------------------------------------------------------- smuggling and policy
@@ -406,8 +395,7 @@ def test_blind_fake_command_wrong_seq(daemon, lab):
 
 def test_noop_port_smuggling_split(daemon, lab):
     """`NOOP ` and `PORT ...\\r\\n` in two segments are one NOOP line."""
-    c = Control(4)
-    try:
+    with Control(4) as c:
         port = fresh_port()
         c.sock.sendall(b"NOOP ")
         time.sleep(0.2)  # TCP_NODELAY: two segments on the wire
@@ -417,29 +405,23 @@ def test_noop_port_smuggling_split(daemon, lab):
         # Control: the same PORT on a line of its own opens the hole.
         c.cmd(port_line(4, port + 1), "200")
         assert_hole(lab, daemon, 4, port + 1, active=True)
-    finally:
-        c.close()
 
 
 def test_port_to_port_80(daemon, lab):
-    c = Control(4)
-    try:
+    with Control(4) as c:
         c.send(port_line(4, 80))
         c.expect("")  # servers refuse it too (vsftpd: 500); the daemon decides first
         time.sleep(0.3)
         assert "denying low port 80 request" in daemon.text(), daemon.text()
         assert elements_for(lab, 80) == []
         assert not probe(4, NS_S, NS_C, 80), "server reached client port 80"
-    finally:
-        c.close()
 
 
 @pytest.mark.parametrize("family,third", [(4, "203.0.113.9"), (6, "2001:db8:3::9")])
 def test_eprt_third_party_address(daemon, lab, family, third):
     """EPRT naming another host: the hole names the control connection's
     client, never the address in the command."""
-    c = Control(family)
-    try:
+    with Control(family) as c:
         port = fresh_port()
         c.send(port_line(family, port, eprt=True, addr=third))
         c.expect("")  # whatever the server answers (vsftpd refuses: 500)
@@ -453,8 +435,6 @@ def test_eprt_third_party_address(daemon, lab, family, third):
         m = re.search(rf"allowing (\S+) to (\S+) port {port}\b", text)
         if m:
             assert (m.group(1), m.group(2)) == (ADDR[family]["server"], ADDR[family]["client"]), text
-    finally:
-        c.close()
 
 
 # ---------------------------------------------------------------- evasion carriers
@@ -513,8 +493,7 @@ def test_evasion_carrier(daemons, lab, family, name, expr, direction):
     how = (EVASIONS4 if family == 4 else EVASIONS6)[name]
     daemon = daemons(expr) if expr else daemons()
     filtered = family == 6 and how[1] is not None and expr is None
-    c = Control(family)
-    try:
+    with Control(family) as c:
         port = fresh_port()
         active = direction == "port"
         if active:
@@ -543,8 +522,6 @@ def test_evasion_carrier(daemons, lab, family, name, expr, direction):
         # Control: the same bytes at the same place, plainly, open the hole.
         c.inject(c.segment(active, ctl, seq, ack))
         assert_hole(lab, daemon, family, port + 1, active)
-    finally:
-        c.close()
 
 
 # ---------------------------------------------------------------- spoofed handshake
@@ -861,21 +838,9 @@ class TimedControl(Control):
     """Control that also learns both ends' latest TCP timestamps."""
 
     def learn(self):
-        tcp_t = S["TCP"]
         self.c_ts = getattr(self, "c_ts", None)
         self.s_ts = getattr(self, "s_ts", None)
-        while True:
-            try:
-                frame = self.pkt.recv(65535)
-            except BlockingIOError:
-                break
-            p = S["Ether"](frame)
-            if tcp_t not in p:
-                continue
-            t = p[tcp_t]
-            if {t.sport, t.dport} != {self.cport, 21}:
-                continue
-            end = (t.seq + len(bytes(t.payload)) + (1 if t.flags & 0x03 else 0)) & 0xFFFFFFFF
+        for _, t, end in self.captured():
             ts = dict(t.options).get("Timestamp")
             if t.sport == self.cport:
                 self.c_next = end
@@ -948,8 +913,7 @@ def test_bytes_the_server_discards(daemon, lab, case):
     r = labpy.lab("lab_server_start_logged", "vsftpd", check=False)
     assert r.returncode == 0, r.stderr
     lab.server_kind = "vsftpd-logged"  # the next test's fixture starts the plain one again
-    c = TimedControl(4)
-    try:
+    with TimedControl(4) as c:
         c.cmd("NOOP", "200")
         time.sleep(0.2)
         c_next, s_next = c.learn()
@@ -980,8 +944,6 @@ def test_bytes_the_server_discards(daemon, lab, case):
             c.inject(c.forged(port_line(4, port + 1) + "\r\n", c_next, s_next))
             assert_hole(lab, daemon, 4, port + 1, active=True)
             assert server_read(protocol_log())[-1].startswith("PORT"), "the control PORT did not reach the server"
-    finally:
-        c.close()
 
 
 def server_pids(cport):

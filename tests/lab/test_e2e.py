@@ -25,37 +25,14 @@ import pwd
 import signal
 import subprocess
 import time
-from dataclasses import dataclass
 
 import pytest
 
 import labpy
-from labpy import ADDR, CLIENT_IF, SERVER_IF, Daemon, Lab
+from labpy import ADDR, CLIENT_IF, SERVER_IF, Cell, Daemon, Lab
 
-REQUIRED = os.environ.get("FTPSESAME_E2E") == "required"
 OK_TIMEOUT = 20.0  # generous: a lost race costs a 1 s SYN retransmit
 BLOCKED_TIMEOUT = 3.0  # a blocked data connection must not stall the suite
-
-
-def unavailable(reason):
-    if REQUIRED:
-        pytest.fail(f"FTPSESAME_E2E=required but {reason}")
-    pytest.skip(reason)
-
-
-@dataclass(frozen=True)
-class Cell:
-    server: str
-    family: int
-    mode: str
-    client: str
-
-    def __str__(self):
-        return f"{self.server}-ipv{self.family}-{self.mode}-{self.client}"
-
-    @property
-    def passive(self):
-        return self.mode in ("pasv", "epsv")
 
 
 # PASV and PORT carry only IPv4 addresses (RFC 2428 defines EPSV/EPRT for
@@ -81,39 +58,21 @@ NAT_CELLS = [Cell("vsftpd", 4, "pasv", "curl"), Cell("vsftpd", 4, "epsv", "curl"
 
 @pytest.fixture(scope="session")
 def lab():
-    reason = labpy.missing_prerequisites()
-    if reason:
-        unavailable(reason)
-    lab = Lab()
-    try:
-        lab.up()
-        yield lab
-    finally:
-        lab.down()
+    yield from labpy.lab_up(Lab, labpy.missing_prerequisites())
 
 
 @pytest.fixture
 def daemon_bin():
-    path = labpy.daemon_bin()
-    if not os.access(path, os.X_OK):
-        unavailable(f"daemon binary {path} missing (cargo build --release, or set FTPSESAME_BIN)")
-    return path
+    reason = labpy.missing_daemon_bin()
+    if reason:
+        labpy.unavailable(reason)
+    return labpy.daemon_bin()
 
 
 @pytest.fixture
 def start_daemon(lab, daemon_bin):
     """start_daemon(iface, *extra) -> Daemon, ready; stopped after the test."""
-    started = []
-
-    def start(iface, *extra):
-        d = Daemon(iface, extra)
-        started.append(d)
-        assert d.wait_ready(), f"daemon not ready (privileges never dropped):\n{d.text()}"
-        return d
-
-    yield start
-    for d in started:
-        d.stop()
+    yield from labpy.daemon_starter(lambda iface, *extra: Daemon(iface, extra))
 
 
 def assert_ok(res, what):

@@ -26,16 +26,16 @@ import pytest
 
 import labpy
 from labpy import ADDR, CLIENT_IF, NS_C, NS_FW, Daemon, in_netns
-from test_adversarial import lab, unavailable  # noqa: F401  (module-scoped lab fixture)
+from test_adversarial import lab  # noqa: F401  (module-scoped lab fixture)
 
 OK_TIMEOUT = 20.0
 
 
 @pytest.fixture
 def daemons(lab):  # noqa: F811
-    path = labpy.daemon_bin()
-    if not os.access(path, os.X_OK):
-        unavailable(f"daemon binary {path} missing (cargo build --release, or set FTPSESAME_BIN)")
+    reason = labpy.missing_daemon_bin()
+    if reason:
+        labpy.unavailable(reason)
     lab.mode("sesame")
     lab.server("vsftpd")
     yield from labpy.daemon_starter()

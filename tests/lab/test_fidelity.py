@@ -70,19 +70,12 @@ from labpy import ADDR, NS_C, in_netns
 sys.path.insert(0, labpy.HERE)
 import ftpget  # noqa: E402  (the lab's mode-aware ftplib client)
 
-REQUIRED = os.environ.get("FTPSESAME_E2E") == "required"
 COMMANDS = int(os.environ.get("FTPSESAME_FIDELITY_COMMANDS", "1000"))
 FAULTS = os.environ.get("FTPSESAME_FIDELITY_FAULTS", "5 5 5").split()
 WORKERS = int(os.environ.get("FTPSESAME_FIDELITY_WORKERS", "12"))
 CAPTURE_LOSS = 0.015  # packets deleted from the capture at random
 BURSTS = 0.002  # runs of three consecutive packets of one connection deleted
 SERVER = ADDR[4]["server"]
-
-
-def unavailable(reason):
-    if REQUIRED:
-        pytest.fail(f"FTPSESAME_E2E=required but {reason}")
-    pytest.skip(reason)
 
 
 def client_addr(i):
@@ -385,6 +378,20 @@ def accepted_ports(conn, whole_replies):
             conn.ports.append(active_port(cmd))
 
 
+def logged(conn, is_command, arg):
+    """File one line a server logged for `conn`: a command or a reply."""
+    (conn.commands if is_command else conn.replies).append(normalize(arg or ""))
+
+
+def with_accepted_ports(conns_by_key, whole_replies):
+    """`conns_by_key` ({key: [Conn, ...]}) once every Conn in it has its
+    accepted ports (see accepted_ports)."""
+    for conns in conns_by_key.values():
+        for c in conns:
+            accepted_ports(c, whole_replies)
+    return conns_by_key
+
+
 def parse_vsftpd(text):
     """{client address: [Conn, ...]} in connection order.  A CONNECT line
     starts a connection; vsftpd logs from a new process after login, so a
@@ -409,11 +416,8 @@ def parse_vsftpd(text):
             if not by_addr[addr]:
                 continue
             c = pid_conn[pid] = by_addr[addr][-1]
-        (c.commands if what == "FTP command" else c.replies).append(normalize(arg or ""))
-    for conns in by_addr.values():
-        for c in conns:
-            accepted_ports(c, False)
-    return by_addr
+        logged(c, what == "FTP command", arg)
+    return with_accepted_ports(by_addr, False)
 
 
 def parse_pyftpdlib(text):
@@ -431,11 +435,8 @@ def parse_pyftpdlib(text):
             if what == "FTP session opened":
                 continue
         c = by_key[key][-1]
-        (c.commands if what == "<-" else c.replies).append(normalize(arg or ""))
-    for conns in by_key.values():
-        for c in conns:
-            accepted_ports(c, True)
-    return by_key
+        logged(c, what == "<-", arg)
+    return with_accepted_ports(by_key, True)
 
 
 def parse_daemon(text):
@@ -633,12 +634,13 @@ def replay(pcap):
 def lab():
     reason = labpy.missing_prerequisites()
     if reason:
-        unavailable(reason)
+        labpy.unavailable(reason)
     for tool in ("tcpdump", "tc", "iptables-nft"):
         if shutil.which(tool) is None:
-            unavailable(f"{tool} not found")
-    if not os.access(labpy.daemon_bin(), os.X_OK):
-        unavailable(f"daemon binary {labpy.daemon_bin()} missing (cargo build --release, or set FTPSESAME_BIN)")
+            labpy.unavailable(f"{tool} not found")
+    reason = labpy.missing_daemon_bin()
+    if reason:
+        labpy.unavailable(reason)
     lab = labpy.Lab()
     try:
         lab.up()

@@ -77,7 +77,6 @@ them the tests skip, or FAIL when FTPSESAME_E2E=required.
 """
 
 import ftplib
-import os
 import time
 
 import pytest
@@ -86,29 +85,14 @@ import halab
 import labpy
 from halab import Control, HALab
 
-REQUIRED = os.environ.get("FTPSESAME_E2E") == "required"
 OK_TIMEOUT = 20.0
 BLOCKED_TIMEOUT = 3.0
 DEAD_TIMEOUT = 2.0  # a control connection without an entry on its firewall
 
 
-def unavailable(reason):
-    if REQUIRED:
-        pytest.fail(f"FTPSESAME_E2E=required but {reason}")
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="module")
 def lab():
-    reason = halab.missing_prerequisites()
-    if reason:
-        unavailable(reason)
-    lab = HALab()
-    try:
-        lab.up()
-        yield lab
-    finally:
-        lab.down()
+    yield from labpy.lab_up(HALab, halab.missing_prerequisites())
 
 
 @pytest.fixture
@@ -123,9 +107,9 @@ def ha(lab):
 @pytest.fixture
 def daemons(ha):
     """start(fw, *extra) -> a ready daemon on that firewall; all stopped after."""
-    path = labpy.daemon_bin()
-    if not os.access(path, os.X_OK):
-        unavailable(f"daemon binary {path} missing (cargo build --release, or set FTPSESAME_BIN)")
+    reason = labpy.missing_daemon_bin()
+    if reason:
+        labpy.unavailable(reason)
     started = []
 
     def start(fw, *extra):

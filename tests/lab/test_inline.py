@@ -30,38 +30,15 @@ import socket
 import struct
 import subprocess
 import time
-from dataclasses import dataclass
 
 import pytest
 
 import labpy
-from labpy import ADDR, NS_C, SOURCES, Daemon, Lab
+from labpy import ADDR, NS_C, SOURCES, Cell, Daemon, Lab
 
-REQUIRED = os.environ.get("FTPSESAME_E2E") == "required"
 OK_TIMEOUT = 20.0
 BLOCKED_TIMEOUT = 3.0
 LOAD_TRANSFERS = 1000
-
-
-def unavailable(reason):
-    if REQUIRED:
-        pytest.fail(f"FTPSESAME_E2E=required but {reason}")
-    pytest.skip(reason)
-
-
-@dataclass(frozen=True)
-class Cell:
-    server: str
-    family: int
-    mode: str
-    client: str
-
-    def __str__(self):
-        return f"{self.server}-ipv{self.family}-{self.mode}-{self.client}"
-
-    @property
-    def passive(self):
-        return self.mode in ("pasv", "epsv")
 
 
 # Grouped by server (a server switch costs a restart). IPv6 has only EPSV/EPRT.
@@ -87,39 +64,32 @@ NAT_CELLS = [Cell("vsftpd", 4, "pasv", "curl"), Cell("proftpd", 4, "epsv", "ftpl
 
 @pytest.fixture(scope="module")
 def lab():
-    reason = labpy.missing_inline_prerequisites()
-    if reason:
-        unavailable(reason)
-    if not os.access(labpy.daemon_bin(), os.X_OK):
-        unavailable(f"daemon binary {labpy.daemon_bin()} missing (cargo build --release)")
-    lab = Lab()
-    try:
-        lab.up()
-        yield lab
-    finally:
-        lab.down()
+    yield from labpy.lab_up(Lab, labpy.missing_inline_prerequisites(), labpy.missing_daemon_bin())
 
 
 @pytest.fixture
 def start_daemon(lab):
     """start_daemon(source, *extra) -> a ready Daemon reading SOURCES[source];
     stopped after the test."""
-    started = []
-
-    def start(source, *extra):
-        d = Daemon(SOURCES[source], extra)
-        started.append(d)
-        assert d.wait_ready(), f"daemon not ready:\n{d.text()}"
-        return d
-
-    yield start
-    for d in started:
-        d.stop()
+    yield from labpy.daemon_starter(lambda source, *extra: Daemon(SOURCES[source], extra))
 
 
 def allowing(cell):
     c, s = ADDR[cell.family]["client"], ADDR[cell.family]["server"]
     return f"allowing {c} to {s} port" if cell.passive else f"allowing {s} to {c} port"
+
+
+def daemon_transfers(lab, start_daemon, cell, source, nat=False):
+    """The cell's transfer with the control packets fed to a daemon through
+    `source` (through masquerade if `nat`): it succeeds and the daemon logs
+    the hole.  Returns the daemon."""
+    lab.mode("sesame", nat=nat, source=source)
+    lab.server(cell.server)
+    d = start_daemon(source)
+    res = lab.transfer(cell.client, cell.family, cell.mode, timeout=OK_TIMEOUT)
+    assert res.ok, f"{cell}{' through NAT' if nat else ''}: {res.detail}\n{d.text()}"
+    assert allowing(cell) in d.text(), d.text()
+    return d
 
 
 def assert_nothing_held(lab):
@@ -132,12 +102,7 @@ def assert_nothing_held(lab):
 
 @pytest.mark.parametrize("cell", CELLS, ids=str)
 def test_nfqueue_transfers(lab, start_daemon, cell):
-    lab.mode("sesame", source="nfqueue")
-    lab.server(cell.server)
-    d = start_daemon("nfqueue")
-    res = lab.transfer(cell.client, cell.family, cell.mode, timeout=OK_TIMEOUT)
-    assert res.ok, f"{cell}: {res.detail}\n{d.text()}"
-    assert allowing(cell) in d.text(), d.text()
+    d = daemon_transfers(lab, start_daemon, cell, "nfqueue")
     assert lab.dropped_syns() == 0, "a data SYN beat its hole although the reply was held"
     assert lab.wait_elements(lambda e: e == []) == [], "elements left after the session"
     assert_nothing_held(lab)
@@ -149,12 +114,7 @@ def test_nfqueue_transfers(lab, start_daemon, cell):
 def test_nfqueue_nat_passive(lab, start_daemon, cell):
     """Masquerade on to-s: the queue (mangle POSTROUTING, before source NAT)
     shows the client's real address, which the forward chain matches."""
-    lab.mode("sesame", nat=True, source="nfqueue")
-    lab.server(cell.server)
-    d = start_daemon("nfqueue")
-    res = lab.transfer(cell.client, cell.family, cell.mode, timeout=OK_TIMEOUT)
-    assert res.ok, f"{cell} through NAT: {res.detail}\n{d.text()}"
-    assert allowing(cell) in d.text(), d.text()
+    daemon_transfers(lab, start_daemon, cell, "nfqueue", nat=True)
     assert lab.dropped_syns() == 0
     assert lab.wait_elements(lambda e: e == []) == []
 
@@ -315,11 +275,6 @@ def test_expression_names_control_ports_only(lab, start_daemon, source):
                                   Cell("pyftpdlib", 4, "port", "ftplib"),
                                   Cell("proftpd", 6, "epsv", "lftp")], ids=str)
 def test_nflog_transfers(lab, start_daemon, cell):
-    lab.mode("sesame", source="nflog")
-    lab.server(cell.server)
-    d = start_daemon("nflog")
-    res = lab.transfer(cell.client, cell.family, cell.mode, timeout=OK_TIMEOUT)
-    assert res.ok, f"{cell}: {res.detail}\n{d.text()}"
-    assert allowing(cell) in d.text(), d.text()
+    d = daemon_transfers(lab, start_daemon, cell, "nflog")
     assert lab.wait_elements(lambda e: e == []) == [], "elements left after the session"
     assert "session finish" in d.text()

@@ -95,29 +95,12 @@ pub fn ethernet_tcp(
     flags: u8,
     payload: &[u8],
 ) -> Vec<u8> {
-    let mut tcp = TcpHeader::new(src.port(), dst.port(), seq, 65535);
-    tcp.acknowledgment_number = ack;
-    tcp.fin = flags & FIN != 0;
-    tcp.syn = flags & SYN != 0;
-    tcp.rst = flags & RST != 0;
-    tcp.psh = flags & PSH != 0;
-    tcp.ack = flags & ACK != 0;
-    tcp.urg = flags & URG != 0;
-    let eth = PacketBuilder::ethernet2(mac(src.ip()), mac(dst.ip()));
-    let mut frame = Vec::with_capacity(14 + 40 + 20 + payload.len());
-    match (src.ip(), dst.ip()) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => eth
-            .ipv4(s.octets(), d.octets(), 64)
-            .tcp_header(tcp)
-            .write(&mut frame, payload),
-        (IpAddr::V6(s), IpAddr::V6(d)) => eth
-            .ipv6(s.octets(), d.octets(), 64)
-            .tcp_header(tcp)
-            .write(&mut frame, payload),
-        _ => panic!("ethernet_tcp: {src} and {dst} are of different families"),
-    }
-    .expect("building a TCP frame");
-    frame
+    let plain = TcpExtra {
+        window: 65535,
+        wscale: None,
+        timestamp: None,
+    };
+    ethernet_tcp_extra(src, dst, seq, ack, flags, plain, payload)
 }
 
 /// One TCP connection as a stream of Ethernet frames. `cseq`/`sseq` are the
@@ -328,7 +311,7 @@ pub fn ethernet_tcp_extra(
             .ipv6(s.octets(), d.octets(), 64)
             .tcp_header(tcp)
             .write(&mut frame, payload),
-        _ => panic!("ethernet_tcp_extra: {src} and {dst} are of different families"),
+        _ => panic!("TCP frame: {src} and {dst} are of different families"),
     }
     .expect("building a TCP frame");
     frame
