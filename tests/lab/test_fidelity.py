@@ -549,13 +549,17 @@ def compare(server_conns, daemon_sessions, wire):
         bad = len(d.commands) - common
         # Commands at the very end that the server's TCP took but its
         # application never read (pyftpdlib stalls a connection now and
-        # then under loss): exactly the lines the client sent after the
-        # last one the server read, as the full capture shows them.
+        # then under loss): lines the client sent after the last one the
+        # server read, as the full capture shows them, in order. A capture
+        # with loss may miss some of them, as it may miss any line, so the
+        # daemon's tail must be a subsequence of what was sent after that
+        # point (all of it, in a full capture, since nothing is missed).
         tail = trailing_extra(d.commands, s.commands)
         sent = wire.get(key, [])
         sent = sent[n] if n < len(sent) else []
+        after = sent[len(s.commands):]
         if (bad and bad == tail and sent[:len(s.commands)] == s.commands
-                and sent[len(s.commands):len(s.commands) + tail] == d.commands[-tail:]):
+                and lcs(d.commands[-tail:], after) == tail):
             fig.unanswered += tail
             fig.reported -= tail
             bad = 0
