@@ -111,6 +111,15 @@ fn pflog(frames: &Frames, layout: Pflog, action: impl Fn(&[u8]) -> Action) -> Fr
         .collect()
 }
 
+/// Write `frames` as a pflog capture named after `rec` and `what`, and replay it.
+fn replay_pflog(rec: &Path, what: &str, frames: &Frames) -> Replay {
+    replay(&write(
+        &format!("{}-pflog-{what}", name(rec)),
+        LINKTYPE_PFLOG,
+        frames,
+    ))
+}
+
 const LAYOUTS: [Pflog; 2] = [Pflog::OpenBsd, Pflog::FreeBsd];
 
 /// The packet that carries the negotiation: the server's 227/229 reply or
@@ -130,12 +139,11 @@ fn passed_pflog_packets_open_the_same_holes_in_both_layouts() {
         // The Ethernet original itself, through the same replay.
         assert_eq!(replay(&rec).allowing, want, "{}", rec.display());
         for layout in LAYOUTS {
-            let path = write(
-                &format!("{}-pflog-{layout:?}", name(&rec)),
-                LINKTYPE_PFLOG,
+            let r = replay_pflog(
+                &rec,
+                &format!("{layout:?}"),
                 &pflog(&frames, layout, |_| Action::Pass),
             );
-            let r = replay(&path);
             assert_eq!(r.allowing, want, "{layout:?} {}:\n{}", rec.display(), r.log);
             assert!(r.stats.contains(" dropped 0 "), "{layout:?}: {}", r.stats);
             assert!(r.log.lines().any(|l| l == "#1 session finish"), "{}", r.log);
@@ -154,9 +162,9 @@ fn a_blocked_negotiation_opens_nothing() {
             rec.display()
         );
         for layout in LAYOUTS {
-            let path = write(
-                &format!("{}-pflog-{layout:?}-blocked-reply", name(&rec)),
-                LINKTYPE_PFLOG,
+            let r = replay_pflog(
+                &rec,
+                &format!("{layout:?}-blocked-reply"),
                 &pflog(&frames, layout, |f| {
                     if negotiates(f) {
                         Action::Block
@@ -165,7 +173,6 @@ fn a_blocked_negotiation_opens_nothing() {
                     }
                 }),
             );
-            let r = replay(&path);
             assert_eq!(
                 r.allowing,
                 Vec::<String>::new(),
@@ -184,12 +191,11 @@ fn a_connection_pf_blocked_throughout_opens_nothing() {
     for rec in recordings() {
         let frames = ethernet(&rec);
         for layout in LAYOUTS {
-            let path = write(
-                &format!("{}-pflog-{layout:?}-blocked", name(&rec)),
-                LINKTYPE_PFLOG,
+            let r = replay_pflog(
+                &rec,
+                &format!("{layout:?}-blocked"),
                 &pflog(&frames, layout, |_| Action::Block),
             );
-            let r = replay(&path);
             assert_eq!(
                 r.allowing,
                 Vec::<String>::new(),
@@ -225,12 +231,7 @@ fn a_packet_logged_on_two_interfaces_is_one_packet() {
                     ]
                 })
                 .collect();
-            let path = write(
-                &format!("{}-pflog-{layout:?}-twice", name(&rec)),
-                LINKTYPE_PFLOG,
-                &twice,
-            );
-            let r = replay(&path);
+            let r = replay_pflog(&rec, &format!("{layout:?}-twice"), &twice);
             assert_eq!(r.allowing, want, "{layout:?} {}:\n{}", rec.display(), r.log);
             assert!(
                 r.stats.contains(&format!("packets {}, ", twice.len())),
