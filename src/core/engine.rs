@@ -17,7 +17,7 @@
 use std::net::SocketAddr;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use crate::core::decode::{self, Control, Link, Segment};
+use crate::core::decode::{self, Control, Flags, Link, Segment};
 use crate::core::firewall::{Firewall, State};
 use crate::core::ftp::Negotiation;
 use crate::core::log::{self, Level, RateLimit, Vis};
@@ -201,16 +201,27 @@ impl Engine {
         let src = SocketAddr::new(seg.src, seg.sport);
         let dst = SocketAddr::new(seg.dst, seg.dport);
         let key = Key::new(src, dst);
-        let Some(sess) = self.table.get_mut(&key) else {
-            // A client SYN to a control port, from a port that is not one.
-            let ports = &self.cfg.control_ports;
-            if seg.control == Control::Syn
-                && ports.contains(seg.dport)
-                && !ports.contains(seg.sport)
-            {
-                self.new_session(ts, key, src, dst, &seg);
+        let ports = &self.cfg.control_ports;
+        // A client SYN to a control port, from a port that is not one.
+        let client_syn =
+            seg.control == Control::Syn && ports.contains(seg.dport) && !ports.contains(seg.sport);
+        if client_syn && self.table.get_mut(&key).is_some_and(|s| s.picking_up()) {
+            // A new connection on the endpoints of an unsynced pickup.
+            self.table.remove(&key);
+        }
+        let sess = match self.table.get_mut(&key) {
+            Some(sess) => sess,
+            None if client_syn => return self.new_session(ts, key, src, dst, Some(&seg)),
+            None => {
+                let Some((client, server)) = mid_stream(ports, &seg, src, dst) else {
+                    return;
+                };
+                self.new_session(ts, key, client, server, None);
+                let Some(sess) = self.table.get_mut(&key) else {
+                    return; // the table is full
+                };
+                sess
             }
-            return;
         };
         let id = sess.id;
         let (stats, passive) = (&mut self.stats, &mut self.passive);
@@ -223,9 +234,19 @@ impl Engine {
             match d {
                 Decision::Ignored(r) => ignored(&mut self.stats, id, r),
                 Decision::Verify => {
-                    if !verify(&mut *self.fw, &mut self.stats, sess) {
+                    let picked = sess.picking_up();
+                    if !verify(&mut *self.fw, &mut self.stats, sess, &mut self.noisy, ts) {
                         end = true;
                         break;
+                    }
+                    if picked {
+                        self.stats.picked_up += 1;
+                        logmsg!(
+                            Level::Info,
+                            "#{id} session picked up: client {}, server {}",
+                            sess.client,
+                            sess.server
+                        );
                     }
                 }
                 Decision::Withdraw { port, why } => withdraw(&mut *self.fw, sess, port, why),
@@ -252,23 +273,35 @@ impl Engine {
         key: Key,
         client: SocketAddr,
         server: SocketAddr,
-        syn: &Segment<'_>,
+        syn: Option<&Segment<'_>>,
     ) {
         let id = self.next_id;
-        match self
-            .table
-            .insert(key, Session::new(id, client, server, syn, ts))
-        {
+        let sess = match syn {
+            Some(syn) => Session::new(id, client, server, syn, ts),
+            None => Session::mid_stream(id, client, server, ts),
+        };
+        match self.table.insert(key, sess) {
             Ok(evicted) => {
                 self.next_id = self.next_id.wrapping_add(1).max(1);
-                self.stats.sessions_total += 1;
-                logmsg!(
-                    Level::Info,
-                    "#{id} session init: client {client}, server {server}"
-                );
+                if syn.is_some() {
+                    self.stats.sessions_total += 1;
+                    logmsg!(
+                        Level::Info,
+                        "#{id} session init: client {client}, server {server}"
+                    );
+                } else {
+                    logmsg!(
+                        Level::Debug,
+                        "#{id} picking up: client {client}, server {server}"
+                    );
+                }
                 if let Some(mut old) = evicted {
                     self.stats.evicted += 1;
-                    logmsg!(Level::Info, "#{} evicted: handshake not completed", old.id);
+                    if old.picking_up() {
+                        logmsg!(Level::Debug, "#{} evicted: not picked up", old.id);
+                    } else {
+                        logmsg!(Level::Info, "#{} evicted: handshake not completed", old.id);
+                    }
                     clear_rules(&mut *self.fw, &mut old);
                 }
             }
@@ -286,7 +319,11 @@ impl Engine {
     }
 
     fn finish(&mut self, mut sess: Session) {
-        logmsg!(Level::Info, "#{} session finish", sess.id);
+        if sess.picking_up() {
+            logmsg!(Level::Debug, "#{} not picked up", sess.id);
+        } else {
+            logmsg!(Level::Info, "#{} session finish", sess.id);
+        }
         clear_rules(&mut *self.fw, &mut sess);
     }
 
@@ -347,6 +384,27 @@ impl Engine {
     }
 }
 
+/// The (client, server) of a segment that may start a pickup: it carries
+/// bytes and an acknowledgement, no SYN, FIN or RST, and exactly one of
+/// its ends is on a control port (that end is the server). Bare ACKs do
+/// not start one: the last ACK of every closed connection would, and an
+/// idle connection's next command carries bytes anyway.
+fn mid_stream(
+    ports: &ControlPorts,
+    seg: &Segment<'_>,
+    src: SocketAddr,
+    dst: SocketAddr,
+) -> Option<(SocketAddr, SocketAddr)> {
+    if seg.control != Control::None || !seg.flags.has(Flags::ACK) || seg.payload.is_empty() {
+        return None;
+    }
+    match (ports.contains(seg.sport), ports.contains(seg.dport)) {
+        (true, false) => Some((dst, src)),
+        (false, true) => Some((src, dst)),
+        _ => None,
+    }
+}
+
 /// Take the session's rules out of the firewall. They are forgotten even
 /// if that fails: nftables elements expire by their own timeout and pf's
 /// anchors are flushed at exit, while retrying forever would help nobody.
@@ -402,6 +460,13 @@ fn note(stats: &mut Stats, passive: &mut LineCopy, id: u32, n: Note<'_>) {
         ),
         Note::Overflow => stats.pending_overflow += 1,
         Note::LongLine => stats.long_lines += 1,
+        Note::Contested => {
+            stats.contested += 1;
+            logmsg!(
+                Level::Notice,
+                "#{id} pickup contested: another pair of segments agrees, starting over from it"
+            );
+        }
     }
 }
 
@@ -431,7 +496,13 @@ fn ignored(stats: &mut Stats, id: u32, r: Reject) {
 
 /// Ask the state table about a session's connection; false when the
 /// session must go.
-fn verify(fw: &mut dyn Firewall, stats: &mut Stats, sess: &mut Session) -> bool {
+fn verify(
+    fw: &mut dyn Firewall,
+    stats: &mut Stats,
+    sess: &mut Session,
+    noisy: &mut RateLimit,
+    ts: u64,
+) -> bool {
     let id = sess.id;
     match fw.lookup(sess.client, sess.server) {
         Ok(State::Tracked { real_client }) => {
@@ -439,8 +510,18 @@ fn verify(fw: &mut dyn Firewall, stats: &mut Stats, sess: &mut Session) -> bool 
             true
         }
         Ok(State::NotTracked) => {
-            logmsg!(Level::Notice, "#{id} session not in statetable");
             stats.untracked += 1;
+            // Anyone can send segments that agree with each other: a
+            // pickup the state table does not know is rate-limited noise.
+            if !sess.picking_up() {
+                logmsg!(Level::Notice, "#{id} session not in statetable");
+            } else if log::enabled(Level::Notice) && noisy.allow(ts) {
+                let (c, s) = (sess.client, sess.server);
+                log::log(
+                    Level::Notice,
+                    format_args!("#{id} pickup refused: {c} to {s} not in statetable"),
+                );
+            }
             false
         }
         Err(e) => {

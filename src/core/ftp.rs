@@ -290,6 +290,9 @@ impl Matcher {
         self.len = 0;
         self.head = 0;
         self.multiline = None;
+        // Realigned replies answer commands read after this, never the
+        // greeting (long past when a connection is picked up mid-stream).
+        self.greeted = true;
     }
 
     fn pop(&mut self) -> Option<Command> {

@@ -82,6 +82,10 @@ pub struct Stats {
     pub drops: [u64; Drop::COUNT],
     pub sessions_active: u64,
     pub sessions_total: u64,
+    /// Sessions met mid-stream, synced and vouched for.
+    pub picked_up: u64,
+    /// Pickups on probation started over from a contradicting pair.
+    pub contested: u64,
     pub refused: u64,
     pub evicted: u64,
     pub untracked: u64,
@@ -119,10 +123,12 @@ impl fmt::Display for Stats {
         }
         write!(
             f,
-            "), sessions {} active {} total {} refused {} evicted {} untracked, out-of-window {}, long lines {}, \
+            "), sessions {} active {} total {} picked up {} contested {} refused {} evicted {} untracked, out-of-window {}, long lines {}, \
              pending overflow {}, negotiations {}, denied {}, rules committed {} failed {}, commit latency p50 {}us p99 {}us",
             self.sessions_active,
             self.sessions_total,
+            self.picked_up,
+            self.contested,
             self.refused,
             self.evicted,
             self.untracked,

@@ -7,8 +7,11 @@
 //! (`core::engine`) routes segments here and carries the decisions out.
 //!
 //! A session starts from a client SYN to a control port (the engine
-//! decides that), learns both initial sequence numbers and the options of
-//! the handshake (window scaling, timestamps), and asks the firewall's
+//! decides that), or mid-stream from a connection the daemon met open
+//! (see [`pickup`]: it syncs on a pair of segments that agree, then
+//! continues as below). From a SYN, it learns both initial sequence
+//! numbers and the options of the handshake (window scaling,
+//! timestamps), and asks the firewall's
 //! state table about the connection ([`Decision::Verify`], answered by
 //! [`Session::verified`]). Direction comes from the session's key: a
 //! segment whose source port is the server's control port comes from the
@@ -54,6 +57,7 @@
 //! gap: a reply sent before the server read a command we saw answers a
 //! command we did not see, and opens nothing.
 
+mod pickup;
 mod stream;
 mod table;
 #[cfg(test)]
@@ -72,9 +76,13 @@ use crate::core::reassembly::{Line, LineBuf};
 /// Where a session is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
+    /// Met mid-stream: waiting for a segment from each side that agree
+    /// (see [`pickup`]).
+    PickingUp,
     /// Client SYN seen.
     SynSent { client_isn: Seq, opts: SynOpts },
-    /// Server SYN/ACK seen; waiting for the state table.
+    /// Server SYN/ACK seen (or a pickup synced); waiting for the state
+    /// table.
     Verifying,
     /// The firewall vouched for the connection; waiting for the client to
     /// acknowledge the server's SYN.
@@ -199,6 +207,9 @@ pub enum Note<'a> {
     Overflow,
     /// A line over the length limit was discarded.
     LongLine,
+    /// A picked-up session on probation met a pair of segments that agree
+    /// with each other but not with it, and started over from them.
+    Contested,
 }
 
 /// When replies may pair with commands again after a gap.
@@ -263,6 +274,10 @@ pub struct Session {
     pub current: Option<Negotiation>,
     /// When the current rules expire, microseconds.
     pub rules_expire: u64,
+    /// Met mid-stream rather than from its SYN.
+    picked: bool,
+    /// The pickup in progress, or on probation (rare: boxed).
+    pickup: Option<Box<pickup::Pickup>>,
 }
 
 /// The options of a SYN or SYN/ACK that the receivers' rules depend on.
@@ -302,6 +317,33 @@ impl Session {
             gate: Gate::Open,
             current: None,
             rules_expire: 0,
+            picked: false,
+            pickup: None,
+        }
+    }
+
+    /// A session for a connection met mid-stream, `client` being the end
+    /// that is not on the control port. Nothing is trusted until both
+    /// sides agree and the state table vouches (see [`pickup`]).
+    pub fn mid_stream(id: u32, client: SocketAddr, server: SocketAddr, now: u64) -> Self {
+        Session {
+            id,
+            client,
+            server,
+            real_client: client.ip(),
+            phase: Phase::PickingUp,
+            created: now,
+            last_seen: now,
+            c2s: Stream::default(),
+            s2c: Stream::default(),
+            c2s_lines: Lines::default(),
+            s2c_lines: Lines::default(),
+            ftp: Matcher::default(),
+            gate: Gate::Open,
+            current: None,
+            rules_expire: 0,
+            picked: true,
+            pickup: None,
         }
     }
 
@@ -327,7 +369,12 @@ impl Session {
     pub fn verified(&mut self, real_client: Option<IpAddr>) {
         if let (Phase::Verifying, Some(real)) = (self.phase, real_client) {
             self.real_client = real;
-            self.phase = Phase::Verified;
+            // A picked-up connection is past its handshake.
+            self.phase = if self.picked {
+                Phase::Established
+            } else {
+                Phase::Verified
+            };
         }
     }
 
@@ -347,6 +394,10 @@ impl Session {
         let mut ds = Decisions::default();
         self.last_seen = now;
         let from_client = seg.sport != self.server.port();
+        if self.phase == Phase::PickingUp {
+            ds.verify = self.glimpse(from_client, seg);
+            return ds;
+        }
         match (seg.control, self.phase) {
             (Control::Syn, Phase::SynSent { .. }) if from_client => {
                 // A retransmitted (or renumbered) SYN before any answer.
@@ -409,7 +460,9 @@ impl Session {
         Seg {
             seq: Seq(seg.seq),
             ack: seg.flags.has(Flags::ACK).then_some(Seq(seg.ack)),
-            window: Some(u32::from(seg.window) << peer.rcv_scale),
+            window: self
+                .window_known()
+                .then(|| u32::from(seg.window) << peer.rcv_scale),
             tsval: seg.opts.timestamp.map(|(val, _)| val),
             bad_checksum: seg.checksum == Checksum::Bad,
             fin: seg.control == Control::Fin,
@@ -443,7 +496,12 @@ impl Session {
         let verdict = this.accept(&view, peer);
         let ahead = view.seq > this.next && (view.seq - this.next) as u32 <= MAX_GAP;
         if let Verdict::Ignore(r) | Verdict::Invalid(r) = verdict {
-            if r == Reject::AckUnsent || (r == Reject::Window && ahead) {
+            let loss = r == Reject::AckUnsent || (r == Reject::Window && ahead);
+            // On probation, a segment of another sequence space may be the
+            // real endpoints contradicting what a spoofer sent first.
+            let contest = self.pickup.is_some()
+                && matches!(r, Reject::Window | Reject::AckUnsent | Reject::AckTooOld);
+            if loss || contest {
                 self.candidate(from_client, &view, ds, notes);
             }
             ds.ignored = Some(r);
@@ -588,13 +646,10 @@ impl Session {
             let reach = st.max_window.max(1 << 16).saturating_mul(2).min(MAX_GAP);
             at >= st.next && (at - st.next) as u32 <= reach
         };
-        let agree = near(&self.c2s, c.seq)
-            && near(&self.s2c, s.seq)
-            && s.ack >= c.seq
-            && s.ack <= c.end
-            && c.ack >= s.seq
-            && c.ack <= s.end;
-        if !agree {
+        if !(near(&self.c2s, c.seq) && near(&self.s2c, s.seq) && pickup::agree(&c, &s)) {
+            if self.pickup.is_some() && self.contest(c, s) {
+                notes(Note::Contested);
+            }
             return;
         }
         let client_gap = self.c2s.resync(s.ack);

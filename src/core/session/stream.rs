@@ -316,6 +316,8 @@ pub struct Candidate {
     pub seq: Seq,
     pub end: Seq,
     pub ack: Seq,
+    /// It carried bytes and its last one was `\n`.
+    pub eol: bool,
 }
 
 /// The payload of the current [`Candidate`], when it is short enough.
@@ -554,6 +556,7 @@ impl Stream {
             seq: seg.seq,
             end,
             ack,
+            eol: seg.payload.last() == Some(&b'\n'),
         });
         let held = &mut spill.held;
         held.seq = seg.seq;
