@@ -11,7 +11,9 @@ import os
 import pwd
 import shutil
 import signal
+import socket
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -454,3 +456,58 @@ def daemon_starter(make=None, after=None):
         d.stop()
         if after:
             after(d)
+
+
+def import_scapy():
+    """scapy's layers, or None.  Debian's python3-scapy lives in dist-packages,
+    which a non-Debian python3 (pyenv, venv) does not search: try it last."""
+    try:
+        import scapy  # noqa: F401
+    except ImportError:
+        for d in ("/usr/lib/python3/dist-packages",):
+            if os.path.isdir(os.path.join(d, "scapy")) and d not in sys.path:
+                sys.path.append(d)
+    try:
+        import logging
+
+        logging.getLogger("scapy.runtime").setLevel(logging.ERROR)
+        from scapy.layers import inet, inet6, l2
+
+        return {
+            "Ether": l2.Ether,
+            "IP": inet.IP,
+            "TCP": inet.TCP,
+            "fragment": inet.fragment,
+            "IPOption_NOP": inet.IPOption_NOP,
+            "IPOption_Router_Alert": inet.IPOption_Router_Alert,
+            "IPv6": inet6.IPv6,
+            "DestOpt": inet6.IPv6ExtHdrDestOpt,
+            "Frag6": inet6.IPv6ExtHdrFragment,
+            "HopByHop": inet6.IPv6ExtHdrHopByHop,
+        }
+    except ImportError:
+        return None
+
+
+def probe(family, from_ns, to_ns, port, timeout=2.0):
+    """Real TCP connection from namespace `from_ns` to a listener on `port` in
+    `to_ns`, through the firewall: True if it connects."""
+    to_addr = ADDR[family]["server" if to_ns == NS_S else "client"]
+    af = socket.AF_INET if family == 4 else socket.AF_INET6
+    with in_netns(to_ns):
+        lst = socket.socket(af, socket.SOCK_STREAM)
+    with in_netns(from_ns):
+        cli = socket.socket(af, socket.SOCK_STREAM)
+    try:
+        lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        lst.bind((to_addr, port))
+        lst.listen(1)
+        cli.settimeout(timeout)
+        try:
+            cli.connect((to_addr, port))
+            return True
+        except OSError:
+            return False
+    finally:
+        cli.close()
+        lst.close()

@@ -33,52 +33,19 @@ import signal
 import re
 import socket
 import struct
-import sys
 import threading
 import time
 
 import pytest
 
 import labpy
-from labpy import ADDR, CLIENT_IF, NS_C, NS_FW, NS_S, Daemon, Lab, in_netns
+from labpy import ADDR, CLIENT_IF, NS_C, NS_FW, NS_S, Daemon, Lab, in_netns, probe
 
 ETH_P_ALL = 0x0003
 OK_TIMEOUT = 20.0
-PROBE_TIMEOUT = 2.0  # a dropped SYN is retried after 1 s: two tries
 
 
-def import_scapy():
-    """scapy's layers, or None.  Debian's python3-scapy lives in dist-packages,
-    which a non-Debian python3 (pyenv, venv) does not search: try it last."""
-    try:
-        import scapy  # noqa: F401
-    except ImportError:
-        for d in ("/usr/lib/python3/dist-packages",):
-            if os.path.isdir(os.path.join(d, "scapy")) and d not in sys.path:
-                sys.path.append(d)
-    try:
-        import logging
-
-        logging.getLogger("scapy.runtime").setLevel(logging.ERROR)
-        from scapy.layers import inet, inet6, l2
-
-        return {
-            "Ether": l2.Ether,
-            "IP": inet.IP,
-            "TCP": inet.TCP,
-            "fragment": inet.fragment,
-            "IPOption_NOP": inet.IPOption_NOP,
-            "IPOption_Router_Alert": inet.IPOption_Router_Alert,
-            "IPv6": inet6.IPv6,
-            "DestOpt": inet6.IPv6ExtHdrDestOpt,
-            "Frag6": inet6.IPv6ExtHdrFragment,
-            "HopByHop": inet6.IPv6ExtHdrHopByHop,
-        }
-    except ImportError:
-        return None
-
-
-S = import_scapy()
+S = labpy.import_scapy()
 
 
 # ---------------------------------------------------------------- fixtures
@@ -144,30 +111,6 @@ def elements_for(lab, port):
 
 def allowed_in_log(d, port):
     return re.search(rf"allowing \S+ to \S+ port {port}\b", d.text()) is not None
-
-
-def probe(family, from_ns, to_ns, port):
-    """Real TCP connection from namespace `from_ns` to a listener on `port` in
-    `to_ns`, through the firewall: True if it connects."""
-    to_addr = ADDR[family]["server" if to_ns == NS_S else "client"]
-    af = socket.AF_INET if family == 4 else socket.AF_INET6
-    with in_netns(to_ns):
-        lst = socket.socket(af, socket.SOCK_STREAM)
-    with in_netns(from_ns):
-        cli = socket.socket(af, socket.SOCK_STREAM)
-    try:
-        lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        lst.bind((to_addr, port))
-        lst.listen(1)
-        cli.settimeout(PROBE_TIMEOUT)
-        try:
-            cli.connect((to_addr, port))
-            return True
-        except OSError:
-            return False
-    finally:
-        cli.close()
-        lst.close()
 
 
 def assert_no_hole(lab, d, family, port, active):
