@@ -32,7 +32,9 @@
 //! Every exchange goes through one loop, [`Socket::answers`]: read
 //! datagrams, skip what answers an earlier request, hand the rest to the
 //! caller until it has its outcome. [`Socket::query`] is that loop for a
-//! request with a single answer (a table, a set, a conntrack entry).
+//! request with a single answer (a table, a set, a conntrack entry), and
+//! [`Socket::dump`] for a request with many (a set's elements, the
+//! conntrack table), which ends with NLMSG_DONE.
 
 use std::io;
 use std::mem;
@@ -45,10 +47,14 @@ pub(crate) const NFGENMSG_LEN: usize = 4;
 const NLA_HDRLEN: usize = 4;
 
 pub(crate) const NLMSG_ERROR: u16 = 2;
+/// Ends the answers to a dump request; carries an i32 (negative errno or 0).
+pub(crate) const NLMSG_DONE: u16 = 3;
 
 pub(crate) const NLM_F_REQUEST: u16 = 0x1;
 pub(crate) const NLM_F_ACK: u16 = 0x4;
 pub(crate) const NLM_F_CREATE: u16 = 0x400;
+/// NLM_F_ROOT | NLM_F_MATCH: every object of the kind asked for.
+pub(crate) const NLM_F_DUMP: u16 = 0x300;
 
 /// Marks an attribute whose payload is more attributes.
 pub(crate) const NLA_F_NESTED: u16 = 0x8000;
@@ -70,7 +76,8 @@ const NETLINK_CAP_ACK: libc::c_int = 10;
 const RECV_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Room for the largest reply we expect (a set description, a conntrack
-/// entry); a single datagram never exceeds it for our requests.
+/// entry); a single datagram never exceeds it for our requests. The kernel
+/// sizes a dump's datagrams by the reader's buffer, capped at 32 KiB.
 const RECV_BUF: usize = 32 * 1024;
 
 /// The netfilter message type for `subsys` and `msg`.
@@ -218,6 +225,42 @@ impl Socket {
             Some(errno) => ControlFlow::Break(Err(io::Error::from_raw_os_error(errno))),
             None if msg.ty == answer => ControlFlow::Break(read(msg.nf_attrs()).map(Some)),
             None => ControlFlow::Continue(()),
+        })
+    }
+
+    /// Send the dump request in `req` (flags NLM_F_REQUEST | NLM_F_DUMP),
+    /// numbered `seq`, and hand each answer of type `answer` to `each`
+    /// until the kernel's NLMSG_DONE. The kernel fills the next datagram
+    /// only once this one is read, so a dump of any size fits the buffer.
+    pub(crate) fn dump(
+        &mut self,
+        req: &[u8],
+        seq: u32,
+        answer: u16,
+        mut each: impl FnMut(Attrs<'_>),
+    ) -> io::Result<()> {
+        self.send(req)?;
+        self.answers(seq, 0, |msg| {
+            if msg.ty == NLMSG_DONE {
+                let errno = msg
+                    .payload
+                    .get(0..4)
+                    .map_or(0, |e| -i32::from_ne_bytes(e.try_into().unwrap()));
+                return ControlFlow::Break(if errno > 0 {
+                    Err(io::Error::from_raw_os_error(errno))
+                } else {
+                    Ok(())
+                });
+            }
+            match msg.error() {
+                Some(0) => ControlFlow::Break(Ok(())),
+                Some(errno) => ControlFlow::Break(Err(io::Error::from_raw_os_error(errno))),
+                None if msg.ty == answer => {
+                    each(msg.nf_attrs());
+                    ControlFlow::Continue(())
+                }
+                None => ControlFlow::Continue(()),
+            }
         })
     }
 
