@@ -63,12 +63,13 @@ pub(crate) struct ControlHosts {
 }
 
 impl ControlHosts {
-    /// True when `a` and `b` are this connection's client and server, in
-    /// either order (passive holes run client to server, active ones server
-    /// to client), each in any of its NAT views.
-    pub(crate) fn joins(&self, a: IpAddr, b: IpAddr) -> bool {
-        let (c, s) = (&self.client, &self.server);
-        (c.contains(&a) && s.contains(&b)) || (s.contains(&a) && c.contains(&b))
+    /// Every (source, destination) a hole of this connection may name:
+    /// client and server in either order (passive holes run client to
+    /// server, active ones server to client), each in any of its NAT views.
+    pub(crate) fn pairs(&self) -> impl Iterator<Item = (IpAddr, IpAddr)> + '_ {
+        self.client
+            .iter()
+            .flat_map(move |&c| self.server.iter().flat_map(move |&s| [(c, s), (s, c)]))
     }
 }
 

@@ -56,7 +56,7 @@
 //! a flush. When the sets or conntrack cannot be read, the elements are
 //! left to their timeout and start-up goes on.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -366,9 +366,10 @@ impl Nft {
             .ct
             .established_controls(control)
             .map_err(Error::StateTable)?;
+        let pairs: HashSet<(IpAddr, IpAddr)> = open.iter().flat_map(|c| c.pairs()).collect();
         let (adopted, stale): (Vec<Elem>, Vec<Elem>) = left
             .into_iter()
-            .partition(|e| open.iter().any(|c| c.joins(e.rule.src, e.rule.dst)));
+            .partition(|e| pairs.contains(&(e.rule.src, e.rule.dst)));
         for e in &adopted {
             let r = e.rule;
             logmsg!(
