@@ -160,7 +160,13 @@ fn main() {
         0
     );
 
-    let mut nft = Nft::open("inet", "filter", Duration::from_secs(180)).expect("open");
+    let mut nft = Nft::open(
+        "inet",
+        "filter",
+        Duration::from_secs(180),
+        ftpsesame::core::engine::ControlPorts::default(),
+    )
+    .expect("open");
     let src = "192.0.2.2".parse().unwrap();
     let dst = "198.51.100.2".parse().unwrap();
     let rule = |i: usize| Rule {

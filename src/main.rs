@@ -162,6 +162,7 @@ fn open_firewall(
     let native = Backend::Nft {
         family: opts.table_family.clone(),
         table: opts.table_name.clone(),
+        control_ports: ControlPorts::from_expression(&opts.expression),
     };
     #[cfg(not(target_os = "linux"))]
     let native = Backend::Pf(rule_opts.clone());

@@ -15,9 +15,12 @@ use std::io::Write;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use ftpsesame::core::engine::ControlPorts;
+use ftpsesame::core::log::{self, Level};
 use ftpsesame::core::rule::Rule;
 use ftpsesame::firewall::nft::Nft;
 use ftpsesame::firewall::nft::conntrack::Conntrack;
@@ -118,13 +121,18 @@ impl Netns {
 
     /// Elements of `inet filter <set>` per `nft -j`: ("src dst port", timeout s).
     fn elements(&self, set: &str) -> Vec<(String, u64)> {
+        self.elements_expiring(set)
+            .into_iter()
+            .map(|(key, timeout, _)| (key, timeout))
+            .collect()
+    }
+
+    /// Elements of `inet filter <set>` per `nft -j`: ("src dst port",
+    /// timeout s, seconds left).
+    fn elements_expiring(&self, set: &str) -> Vec<(String, u64, u64)> {
         let json = self.exec(&["nft", "-j", "list", "set", "inet", "filter", set]);
-        let mut out = Vec::new();
-        for part in json.split("\"concat\": [").skip(1) {
-            let end = part.find(']').expect("concat list");
-            let key = part[..end].replace('"', "").replace(", ", " ");
-            let timeout = part[end..]
-                .split("\"timeout\": ")
+        let number = |rest: &str, field: &str| {
+            rest.split(field)
                 .nth(1)
                 .map(|t| {
                     t.chars()
@@ -132,20 +140,33 @@ impl Netns {
                         .collect::<String>()
                 })
                 .and_then(|t| t.parse().ok())
-                .unwrap_or(0);
-            out.push((key, timeout));
+                .unwrap_or(0)
+        };
+        let mut out = Vec::new();
+        for part in json.split("\"concat\": [").skip(1) {
+            let end = part.find(']').expect("concat list");
+            let key = part[..end].replace('"', "").replace(", ", " ");
+            // `]}` closes the key; its fields run to the next `}`.
+            let rest = &part[end..];
+            let rest = &rest[rest.find('}').map_or(rest.len(), |i| i + 1)..];
+            let elem = &rest[..rest.find('}').unwrap_or(rest.len())];
+            out.push((
+                key,
+                number(elem, "\"timeout\": "),
+                number(elem, "\"expires\": "),
+            ));
         }
         out
     }
 
     /// Open the backend on `family table` inside the namespace.
     fn open(&self, family: &str, table: &str) -> Result<Nft, Error> {
-        self.enter(|| Nft::open(family, table, TIMEOUT))
+        self.enter(|| Nft::open(family, table, TIMEOUT, ControlPorts::default()))
     }
 
     /// Run `f` inside the namespace with the backend opened on `inet filter`.
     fn with_nft<T: Send>(&self, f: impl FnOnce(&mut Nft) -> T + Send) -> T {
-        self.enter(|| f(&mut Nft::open("inet", "filter", TIMEOUT).expect("open")))
+        self.enter(|| f(&mut self.open("inet", "filter").expect("open")))
     }
 
     /// Run `f` on a thread that has entered this namespace.
@@ -514,7 +535,7 @@ fn conntrack_finds_plain_and_masqueraded_clients() {
         assert_eq!(ct.lookup(untracked, c4_peer).unwrap(), None);
         assert_eq!(ct.lookup(c4_local, untracked).unwrap(), None);
 
-        let mut nft = Nft::open("inet", "filter", TIMEOUT).expect("open");
+        let mut nft = Nft::open("inet", "filter", TIMEOUT, ControlPorts::default()).expect("open");
         assert_eq!(
             nft.lookup(seen_from, server_of_masq).unwrap(),
             State::Tracked {
@@ -564,4 +585,262 @@ fn elements_open_the_hole() {
         assert!(!connects(to4), "closed again after removal");
         assert!(!connects(to6), "closed again after removal");
     });
+}
+
+/// Log lines written while the tests run, at every level.
+static LOGGED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+fn capture_log() {
+    fn sink(level: Level, args: std::fmt::Arguments<'_>) {
+        LOGGED.lock().unwrap().push(format!("{level:?}: {args}"));
+    }
+    log::set_sink(sink);
+    log::set_level(7);
+}
+
+/// The captured lines that contain `what`.
+fn logged(what: &str) -> Vec<String> {
+    LOGGED
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains(what))
+        .cloned()
+        .collect()
+}
+
+/// `nft add element inet filter <set> { <elems> }` in `ns`.
+fn add_elements(ns: &Netns, set: &str, elems: &str) {
+    ns.exec(&[
+        "nft",
+        "add",
+        "element",
+        "inet",
+        "filter",
+        set,
+        &format!("{{ {elems} }}"),
+    ]);
+}
+
+/// `conntrack -I` a TCP entry in `state` with `timeout` seconds; `reply`
+/// gives the reply tuple's (src, dst) when it is not the inverse (NAT).
+fn ct_insert(ns: &Netns, state: &str, orig: (&str, &str, u16, u16), reply: Option<(&str, &str)>) {
+    let (src, dst, sport, dport) = orig;
+    let (sport, dport) = (sport.to_string(), dport.to_string());
+    let mut args = vec![
+        "conntrack",
+        "-I",
+        "-p",
+        "tcp",
+        "--state",
+        state,
+        "-s",
+        src,
+        "-d",
+        dst,
+        "--sport",
+        &sport,
+        "--dport",
+        &dport,
+        "--timeout",
+        "600",
+    ];
+    if let Some((rsrc, rdst)) = reply {
+        args.extend_from_slice(&[
+            "-r",
+            rsrc,
+            "-q",
+            rdst,
+            "--reply-port-src",
+            &dport,
+            "--reply-port-dst",
+            &sport,
+        ]);
+    }
+    ns.exec(&args);
+}
+
+#[test]
+fn open_adopts_holes_of_open_control_connections_and_removes_the_rest() {
+    let Some(ns) = loaded() else { return };
+    capture_log();
+    if Command::new("conntrack").arg("-V").output().is_err() {
+        assert_ne!(
+            std::env::var("FTPSESAME_E2E").as_deref(),
+            Ok("required"),
+            "FTPSESAME_E2E=required but this test needs conntrack"
+        );
+        println!("skipped: needs conntrack");
+        return;
+    }
+    // The control connections the state table holds.
+    ct_insert(
+        &ns,
+        "ESTABLISHED",
+        ("192.0.2.2", "198.51.100.2", 40000, 21),
+        None,
+    );
+    ct_insert(
+        &ns,
+        "ESTABLISHED",
+        ("2001:db8::2", "2001:db8:1::2", 40000, 21),
+        None,
+    );
+    // Masqueraded client 198.51.100.7, seen by the server as 192.0.2.1.
+    ct_insert(
+        &ns,
+        "ESTABLISHED",
+        ("198.51.100.7", "192.0.2.9", 40001, 21),
+        Some(("192.0.2.9", "192.0.2.1")),
+    );
+    // Not established, and established but not to a control port.
+    ct_insert(
+        &ns,
+        "SYN_SENT",
+        ("192.0.2.3", "198.51.100.2", 40002, 21),
+        None,
+    );
+    ct_insert(
+        &ns,
+        "ESTABLISHED",
+        ("192.0.2.4", "198.51.100.2", 40003, 80),
+        None,
+    );
+    ct_insert(
+        &ns,
+        "ESTABLISHED",
+        ("203.0.113.5", "198.51.100.2", 40004, 2121),
+        None,
+    );
+
+    // What a killed instance left, part way through its 180 s.
+    let left = "timeout 180s expires 100s";
+    add_elements(
+        &ns,
+        "ftpsesame4",
+        &format!(
+            "192.0.2.2 . 198.51.100.2 . 50000 {left}, \
+             198.51.100.2 . 192.0.2.2 . 50001 {left}, \
+             198.51.100.7 . 192.0.2.9 . 50010 {left}, \
+             192.0.2.1 . 192.0.2.9 . 50011 {left}, \
+             192.0.2.9 . 192.0.2.1 . 50012 {left}, \
+             192.0.2.3 . 198.51.100.2 . 50002 {left}, \
+             192.0.2.4 . 198.51.100.2 . 50003 {left}, \
+             192.0.2.5 . 198.51.100.2 . 50004 {left}, \
+             198.51.100.7 . 192.0.2.10 . 50013 {left}, \
+             192.0.2.2 . 203.0.113.7 . 50014 {left}, \
+             203.0.113.5 . 198.51.100.2 . 50015 {left}, \
+             203.0.113.9 . 198.51.100.2 . 21 timeout 1h"
+        ),
+    );
+    add_elements(
+        &ns,
+        "ftpsesame6",
+        &format!(
+            "2001:db8::2 . 2001:db8:1::2 . 50000 {left}, \
+             2001:db8:1::2 . 2001:db8::2 . 50001 {left}, \
+             2001:db8::3 . 2001:db8:1::2 . 50002 {left}"
+        ),
+    );
+    let keys = |set: &str| {
+        let mut k: Vec<String> = ns.elements(set).into_iter().map(|e| e.0).collect();
+        k.sort();
+        k
+    };
+    assert_eq!(keys("ftpsesame4").len(), 12);
+
+    let mut nft = ns.open("inet", "filter").expect("open");
+    assert_eq!(
+        keys("ftpsesame4"),
+        vec![
+            "192.0.2.1 192.0.2.9 50011",    // passive, after NAT
+            "192.0.2.2 198.51.100.2 50000", // passive
+            "192.0.2.9 192.0.2.1 50012",    // active, after NAT
+            "198.51.100.2 192.0.2.2 50001", // active
+            "198.51.100.7 192.0.2.9 50010", // passive/nat: the real client
+            "203.0.113.9 198.51.100.2 21",  // the admin's own: another timeout
+        ]
+    );
+    assert_eq!(
+        keys("ftpsesame6"),
+        vec![
+            "2001:db8:1::2 2001:db8::2 50001",
+            "2001:db8::2 2001:db8:1::2 50000"
+        ]
+    );
+    // Adopted elements keep counting down: not re-added, not refreshed.
+    for (key, timeout, expires) in ns
+        .elements_expiring("ftpsesame4")
+        .into_iter()
+        .chain(ns.elements_expiring("ftpsesame6"))
+    {
+        if key.ends_with(" 21") {
+            continue;
+        }
+        assert_eq!(timeout, 180, "{key}");
+        assert!(
+            expires > 0 && expires <= 100,
+            "{key} expires in {expires} s"
+        );
+    }
+    assert_eq!(
+        logged("adopted 7 holes of control connections still open").len(),
+        1,
+        "{:?}",
+        logged("adopted")
+    );
+    assert_eq!(
+        logged("removed 7 stale holes").len(),
+        1,
+        "{:?}",
+        logged("removed")
+    );
+    assert_eq!(
+        logged("adopted hole 198.51.100.7 to 192.0.2.9 port 50010").len(),
+        1,
+        "{:?}",
+        logged("adopted hole")
+    );
+
+    // A clean stop deletes the adopted holes too; the admin's stays.
+    nft.flush().expect("flush");
+    assert_eq!(keys("ftpsesame4"), vec!["203.0.113.9 198.51.100.2 21"]);
+    assert!(keys("ftpsesame6").is_empty());
+    drop(nft);
+
+    // Another control port, named by the expression.
+    add_elements(
+        &ns,
+        "ftpsesame4",
+        &format!(
+            "203.0.113.5 . 198.51.100.2 . 50015 {left}, 192.0.2.2 . 198.51.100.2 . 50000 {left}"
+        ),
+    );
+    let ports = ControlPorts::from_expression("tcp and port 2121");
+    ns.enter(|| Nft::open("inet", "filter", TIMEOUT, ports).expect("open"));
+    assert_eq!(
+        keys("ftpsesame4"),
+        vec![
+            "203.0.113.5 198.51.100.2 50015",
+            "203.0.113.9 198.51.100.2 21"
+        ]
+    );
+}
+
+#[test]
+fn open_removes_leftovers_when_nothing_is_tracked() {
+    let Some(ns) = loaded() else { return };
+    add_elements(
+        &ns,
+        "ftpsesame4",
+        "192.0.2.5 . 198.51.100.2 . 50004 timeout 180s",
+    );
+    add_elements(
+        &ns,
+        "ftpsesame6",
+        "2001:db8::5 . 2001:db8:1::2 . 50004 timeout 180s",
+    );
+    ns.open("inet", "filter").expect("open");
+    assert!(ns.elements("ftpsesame4").is_empty(), "stale one removed");
+    assert!(ns.elements("ftpsesame6").is_empty(), "stale one removed");
 }

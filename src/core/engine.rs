@@ -334,6 +334,7 @@ impl Engine {
             return;
         }
         self.next_purge = now + self.cfg.timeouts.purge_every;
+        self.fw.expire(now);
         let t = self.cfg.timeouts;
         // Expired rules first: the session lives on without them.
         for sess in self.table.iter_mut() {

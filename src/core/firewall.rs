@@ -22,6 +22,8 @@ pub enum Error {
     },
     /// The conntrack lookup of a control connection failed.
     Lookup(io::Error),
+    /// Reading the whole state table (a conntrack dump) failed.
+    StateTable(io::Error),
     /// An nftables request (a commit, or reading the table at start) failed
     /// or got no answer: `step` says what it did (`cannot add elements
     /// to`), `target` the set or table it named (empty when none).
@@ -77,6 +79,10 @@ impl fmt::Display for Error {
                 write!(f, "conntrack lookup: {e}")?;
                 write_hint(f, e, "ctnetlink")
             }
+            Error::StateTable(e) => {
+                write!(f, "conntrack dump: {e}")?;
+                write_hint(f, e, "ctnetlink")
+            }
             Error::Netlink {
                 step,
                 target,
@@ -110,7 +116,8 @@ impl std::error::Error for Error {
             Error::Open { source, .. }
             | Error::Netlink { source, .. }
             | Error::Ioctl { source, .. }
-            | Error::Lookup(source) => Some(source),
+            | Error::Lookup(source)
+            | Error::StateTable(source) => Some(source),
             Error::Ruleset(e) => Some(e.as_ref()),
             Error::PfDisabled
             | Error::MixedFamilies { .. }
@@ -147,6 +154,13 @@ pub trait Firewall {
 
     /// Remove everything this process added (shutdown, or start-up clean-up).
     fn flush(&mut self) -> Result<(), Error>;
+
+    /// Periodic housekeeping, called from the engine's tick with its clock
+    /// `now` (microseconds; capture time, so in a replay the capture's).
+    /// pf removes here the anchors it adopted from a previous instance once
+    /// they have been held for a rule timeout, counted from the first
+    /// call; backends whose rules expire by themselves do nothing.
+    fn expire(&mut self, _now: u64) {}
 }
 
 #[cfg(test)]

@@ -8,6 +8,8 @@
 //! touch nothing). [`open`] picks one from a [`Backend`]; a failure is an
 //! [`Error`] naming the step that failed.
 
+#[cfg(target_os = "linux")]
+use crate::core::engine::ControlPorts;
 pub use crate::core::firewall::{Error, Firewall, State};
 use crate::core::rule::RuleOptions;
 
@@ -21,9 +23,15 @@ pub(crate) mod pf;
 /// Which backend to open, with what only that backend needs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Backend {
-    /// nftables sets in table `family table` (`-T`).
+    /// nftables sets in table `family table` (`-T`); `control_ports` are
+    /// the ports whose connections, still established, keep the holes a
+    /// previous instance left.
     #[cfg(target_os = "linux")]
-    Nft { family: String, table: String },
+    Nft {
+        family: String,
+        table: String,
+        control_ports: ControlPorts,
+    },
     /// pf anchors, rules made with `-t`/`-q`.
     #[cfg(any(target_os = "freebsd", target_os = "openbsd", target_os = "macos"))]
     Pf(RuleOptions),
@@ -32,13 +40,22 @@ pub enum Backend {
 }
 
 /// Open `backend`: check that the kernel's packet filter is ready for it
-/// and remove what a previous instance left behind.
+/// and take over what a previous instance left behind (nftables keeps the
+/// holes of control connections still established and deletes the rest;
+/// pf holds a dead instance's anchors for one rule timeout).
 pub fn open(backend: Backend) -> Result<Box<dyn Firewall>, Error> {
     match backend {
         #[cfg(target_os = "linux")]
-        Backend::Nft { family, table } => {
-            Ok(Box::new(nft::Nft::open(&family, &table, RULE_TIMEOUT)?))
-        }
+        Backend::Nft {
+            family,
+            table,
+            control_ports,
+        } => Ok(Box::new(nft::Nft::open(
+            &family,
+            &table,
+            RULE_TIMEOUT,
+            control_ports,
+        )?)),
         #[cfg(any(target_os = "freebsd", target_os = "openbsd", target_os = "macos"))]
         Backend::Pf(opts) => {
             #[cfg(target_os = "macos")]
@@ -53,6 +70,7 @@ pub fn open(backend: Backend) -> Result<Box<dyn Firewall>, Error> {
                 opts,
                 std::process::id(),
                 pf::alive::process_alive,
+                RULE_TIMEOUT,
             )?))
         }
         Backend::DryRun(opts) => Ok(Box::new(dryrun::DryRun::new(opts))),
@@ -60,6 +78,11 @@ pub fn open(backend: Backend) -> Result<Box<dyn Firewall>, Error> {
 }
 
 /// Lifetime of a rule (nftables element timeout; pf rules are removed by
-/// the engine's purge).
-#[cfg(target_os = "linux")]
+/// the engine's purge, and adopted anchors after this long).
+#[cfg(any(
+    target_os = "linux",
+    target_os = "freebsd",
+    target_os = "openbsd",
+    target_os = "macos"
+))]
 const RULE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(180);

@@ -32,7 +32,9 @@
 //! Every exchange goes through one loop, [`Socket::answers`]: read
 //! datagrams, skip what answers an earlier request, hand the rest to the
 //! caller until it has its outcome. [`Socket::query`] is that loop for a
-//! request with a single answer (a table, a set, a conntrack entry).
+//! request with a single answer (a table, a set, a conntrack entry), and
+//! [`Socket::dump`] for a request with many (a set's elements, the
+//! conntrack table), which ends with NLMSG_DONE.
 
 use std::io;
 use std::mem;
@@ -45,10 +47,14 @@ pub(crate) const NFGENMSG_LEN: usize = 4;
 const NLA_HDRLEN: usize = 4;
 
 pub(crate) const NLMSG_ERROR: u16 = 2;
+/// Ends the answers to a dump request; carries an i32 (negative errno or 0).
+pub(crate) const NLMSG_DONE: u16 = 3;
 
 pub(crate) const NLM_F_REQUEST: u16 = 0x1;
 pub(crate) const NLM_F_ACK: u16 = 0x4;
 pub(crate) const NLM_F_CREATE: u16 = 0x400;
+/// NLM_F_ROOT | NLM_F_MATCH: every object of the kind asked for.
+pub(crate) const NLM_F_DUMP: u16 = 0x300;
 
 /// Marks an attribute whose payload is more attributes.
 pub(crate) const NLA_F_NESTED: u16 = 0x8000;
@@ -70,7 +76,8 @@ const NETLINK_CAP_ACK: libc::c_int = 10;
 const RECV_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Room for the largest reply we expect (a set description, a conntrack
-/// entry); a single datagram never exceeds it for our requests.
+/// entry); a single datagram never exceeds it for our requests. The kernel
+/// sizes a dump's datagrams by the reader's buffer, capped at 32 KiB.
 const RECV_BUF: usize = 32 * 1024;
 
 /// The netfilter message type for `subsys` and `msg`.
@@ -219,6 +226,21 @@ impl Socket {
             None if msg.ty == answer => ControlFlow::Break(read(msg.nf_attrs()).map(Some)),
             None => ControlFlow::Continue(()),
         })
+    }
+
+    /// Send the dump request in `req` (flags NLM_F_REQUEST | NLM_F_DUMP),
+    /// numbered `seq`, and hand each answer of type `answer` to `each`
+    /// until the kernel's NLMSG_DONE. The kernel fills the next datagram
+    /// only once this one is read, so a dump of any size fits the buffer.
+    pub(crate) fn dump(
+        &mut self,
+        req: &[u8],
+        seq: u32,
+        answer: u16,
+        mut each: impl FnMut(Attrs<'_>),
+    ) -> io::Result<()> {
+        self.send(req)?;
+        self.answers(seq, 0, |msg| dump_step(msg, answer, &mut each))
     }
 
     /// Receive one datagram; iterate its messages with [`Msgs`]. For
@@ -511,6 +533,36 @@ pub(crate) fn be32(data: &[u8]) -> Option<u32> {
     Some(u32::from_be_bytes(data.get(0..4)?.try_into().ok()?))
 }
 
+/// One message of a dump's answer: hand it to `each` when it is of type
+/// `answer`; NLMSG_DONE ends the dump (with the error it may carry), and so
+/// does an NLMSG_ERROR.
+fn dump_step(
+    msg: Msg<'_>,
+    answer: u16,
+    each: &mut impl FnMut(Attrs<'_>),
+) -> ControlFlow<io::Result<()>> {
+    if msg.ty == NLMSG_DONE {
+        let errno = msg
+            .payload
+            .get(0..4)
+            .map_or(0, |e| -i32::from_ne_bytes(e.try_into().unwrap()));
+        return ControlFlow::Break(if errno > 0 {
+            Err(io::Error::from_raw_os_error(errno))
+        } else {
+            Ok(())
+        });
+    }
+    match msg.error() {
+        Some(0) => ControlFlow::Break(Ok(())),
+        Some(errno) => ControlFlow::Break(Err(io::Error::from_raw_os_error(errno))),
+        None if msg.ty == answer => {
+            each(msg.nf_attrs());
+            ControlFlow::Continue(())
+        }
+        None => ControlFlow::Continue(()),
+    }
+}
+
 /// True when `seq` lies in `first ..= first + count` (wrapping).
 fn seq_in(seq: u32, first: u32, count: u32) -> bool {
     seq.wrapping_sub(first) <= count
@@ -565,6 +617,47 @@ mod tests {
         let m = Msgs { buf: &raw }.next().unwrap();
         assert_eq!(m.seq, 42);
         assert_eq!(m.error(), Some(libc::ENOENT));
+    }
+
+    #[test]
+    fn dump_runs_to_done() {
+        let int_payload = |ty: u16, v: i32| {
+            let mut p = v.to_ne_bytes().to_vec();
+            p.extend_from_slice(&[0; 16]);
+            (ty, p)
+        };
+        let mut b = MsgBuf::new();
+        let m = b.begin(0x0a0c, 0, 9, 1, 0);
+        b.attr_str(1, "filter");
+        b.end(m);
+        let answer = Msgs { buf: b.as_bytes() }.next().unwrap();
+        let mut seen = Vec::new();
+        let mut each = |a: Attrs<'_>| seen.push(a.get(1).map(<[u8]>::to_vec));
+        assert!(dump_step(answer, 0x0a0c, &mut each).is_continue());
+        // Another type is not handed over.
+        assert!(dump_step(answer, 0x0a0d, &mut each).is_continue());
+        assert_eq!(seen, vec![Some(b"filter\0".to_vec())]);
+
+        let outcome = |(ty, payload): (u16, Vec<u8>)| {
+            let msg = Msg {
+                ty,
+                seq: 9,
+                payload: &payload,
+            };
+            match dump_step(msg, 0x0a0c, &mut |_| ()) {
+                ControlFlow::Break(r) => r.map_err(|e| e.raw_os_error()),
+                ControlFlow::Continue(()) => panic!("dump did not end"),
+            }
+        };
+        assert_eq!(outcome(int_payload(NLMSG_DONE, 0)), Ok(()));
+        assert_eq!(
+            outcome(int_payload(NLMSG_DONE, -libc::EINTR)),
+            Err(Some(libc::EINTR))
+        );
+        assert_eq!(
+            outcome(int_payload(NLMSG_ERROR, -libc::ENOENT)),
+            Err(Some(libc::ENOENT))
+        );
     }
 
     #[test]

@@ -5,8 +5,9 @@
   * the capture interface disappears: the daemon (which kept only
     CAP_NET_ADMIN and cannot reopen a capture) removes its elements and
     exits with status 1 and a message naming the interface;
-  * SIGKILL: the elements stay, with their kernel timeout running down, and
-    a restarted daemon starts with an empty session table and works;
+  * SIGKILL: the elements stay, with their kernel timeout running down; a
+    restarted daemon adopts the one whose control connection is still open
+    (it keeps counting down) and works;
   * session churn: thousands of sessions opened and closed, RSS stable and
     no element left behind.  FTPSESAME_CHURN_SECONDS (default 45) and
     FTPSESAME_CHURN_SESSIONS (default 10000) bound it; the long run is
@@ -161,6 +162,7 @@ def test_sigkill_then_restart(daemons, lab):  # noqa: F811
         left = lab.elements()
         assert all(ports([e]) == [reply["port"]] for e in left), f"new daemon left: {left}"
         assert "session init" in d2.text() and "#1 session init" in d2.text(), d2.text()
+        assert "adopted 1 holes of control connections still open" in d2.text(), d2.text()
         print(f"\nSIGKILL: stale element expires in {e1['expires']} s (timeout {e1['timeout']} s); "
               f"restarted daemon left {len(left)} element(s) (the stale one: {bool(left)})")
     finally:

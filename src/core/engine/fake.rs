@@ -19,6 +19,8 @@ pub(crate) struct Script {
     pub lookup: Result<State, &'static str>,
     /// Fail the next `replace` calls with this message.
     pub fail_replace: Option<&'static str>,
+    /// The clock of each `expire` call (kept apart: every tick makes one).
+    pub expired: Vec<u64>,
 }
 
 /// The firewall half: hand it to the engine, keep the `Rc` to look.
@@ -31,6 +33,7 @@ impl Recorder {
             calls: Vec::new(),
             lookup: Err("unscripted"),
             fail_replace: None,
+            expired: Vec::new(),
         }));
         (Recorder(script.clone()), script)
     }
@@ -71,5 +74,9 @@ impl Firewall for Recorder {
     fn flush(&mut self) -> Result<(), Error> {
         self.0.borrow_mut().calls.push("flush".into());
         Ok(())
+    }
+
+    fn expire(&mut self, now: u64) {
+        self.0.borrow_mut().expired.push(now);
     }
 }

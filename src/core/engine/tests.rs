@@ -204,3 +204,63 @@ fn control_ports_from_the_expression() {
     assert_eq!(ports("src port 2121"), [21]);
     assert_eq!(ports("port ftp or port 2121"), [21, 2121]);
 }
+
+#[test]
+fn every_tick_lets_the_backend_expire_what_it_holds() {
+    let (mut e, script) = engine("port 21");
+    let t0 = 1_700_000_000_000_000;
+    e.tick(t0);
+    e.tick(t0 + 1); // before the next purge: nothing
+    e.tick(t0 + 60 * SECOND);
+    assert_eq!(script.borrow().expired, [t0, t0 + 60 * SECOND]);
+}
+
+#[test]
+fn a_restart_picks_up_the_control_connection_from_both_sides() {
+    // The daemon starts while a control connection is open: it never sees
+    // the handshake, only what follows.
+    let (mut e, script) = engine("port 21");
+    let mut c = Conversation::new(sa(C), sa(S), 1, 2);
+    let _ = c.handshake();
+    let _ = c.server(b"220 ready\r\n");
+    let f = [
+        c.client(b"TYPE I\r\n"),
+        c.server(b"200 Switching to Binary mode.\r\n"),
+        c.client(b"PASV\r\n"),
+        c.server(b"227 Entering Passive Mode (198,51,100,2,195,80)\r\n"),
+    ];
+    run(&mut e, &f);
+    assert_eq!(
+        calls(&script),
+        [
+            "lookup(192.0.2.2:40594, 198.51.100.2:21)",
+            "replace(1, [], [192.0.2.2>198.51.100.2:50000])"
+        ]
+    );
+    assert_eq!((e.stats.picked_up, e.stats.sessions_total), (1, 0));
+    run(&mut e, &c.fin());
+    assert_eq!(
+        calls(&script),
+        ["replace(1, [192.0.2.2>198.51.100.2:50000], [])"]
+    );
+    assert_eq!(e.sessions(), 0);
+}
+
+#[test]
+fn a_pickup_the_state_table_does_not_know_opens_nothing() {
+    let (mut e, script) = engine("port 21");
+    script.borrow_mut().lookup = Ok(State::NotTracked);
+    let mut c = Conversation::new(sa(C), sa(S), 1, 2);
+    let _ = c.handshake();
+    let f = [
+        c.client(b"PASV\r\n"),
+        c.server(b"227 Entering Passive Mode (198,51,100,2,195,80)\r\n"),
+        c.client(b"PASV\r\n"),
+        c.server(b"227 Entering Passive Mode (198,51,100,2,195,81)\r\n"),
+    ];
+    run(&mut e, &f);
+    let made = calls(&script);
+    assert!(made.iter().all(|c| c.starts_with("lookup(")), "{made:?}");
+    assert_eq!(e.stats.picked_up, 0);
+    assert_eq!(e.stats.committed, 0);
+}

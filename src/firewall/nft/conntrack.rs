@@ -19,10 +19,17 @@
 //! the client was masqueraded before the capture point, the captured
 //! packets match the entry's reply tuple read backwards (server -> client as
 //! rewritten), so that is tried second.
+//!
+//! At start the backend also asks which control connections are open at
+//! all: one IPCTNL_MSG_CT_GET with NLM_F_DUMP (family AF_UNSPEC: both) and
+//! no tuple, answered by one CT_NEW per entry, of which only TCP entries in
+//! state ESTABLISHED (CTA_PROTOINFO { CTA_PROTOINFO_TCP {
+//! CTA_PROTOINFO_TCP_STATE = 3 } }) to a control port are kept.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 
+use crate::core::engine::ControlPorts;
 use crate::os::netlink::{self, Attrs, MsgBuf, Socket};
 
 const IPCTNL_MSG_CT_NEW: u8 = 0;
@@ -39,6 +46,42 @@ const CTA_IP_V6_DST: u16 = 4;
 const CTA_PROTO_NUM: u16 = 1;
 const CTA_PROTO_SRC_PORT: u16 = 2;
 const CTA_PROTO_DST_PORT: u16 = 3;
+const CTA_PROTOINFO: u16 = 4;
+const CTA_PROTOINFO_TCP: u16 = 1;
+const CTA_PROTOINFO_TCP_STATE: u16 = 1;
+const TCP_CONNTRACK_ESTABLISHED: u8 = 3;
+
+/// The hosts of an established control connection, as both of its tuples
+/// name them: with NAT the original and the reply tuple differ, and a hole
+/// may name either view of either host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ControlHosts {
+    /// Original source, and reply destination (the client after SNAT).
+    pub(crate) client: [IpAddr; 2],
+    /// Original destination, and reply source (the server after DNAT).
+    pub(crate) server: [IpAddr; 2],
+}
+
+impl ControlHosts {
+    /// Every (source, destination) a hole of this connection may name:
+    /// client and server in either order (passive holes run client to
+    /// server, active ones server to client), each in any of its NAT views.
+    pub(crate) fn pairs(&self) -> impl Iterator<Item = (IpAddr, IpAddr)> + '_ {
+        self.client
+            .iter()
+            .flat_map(move |&c| self.server.iter().flat_map(move |&s| [(c, s), (s, c)]))
+    }
+}
+
+/// One tuple of an entry: source, destination, protocol, ports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Tuple {
+    src: IpAddr,
+    dst: IpAddr,
+    proto: u8,
+    sport: u16,
+    dport: u16,
+}
 
 /// A ctnetlink socket for state lookups. Buffers are reused: a lookup
 /// allocates nothing.
@@ -69,6 +112,26 @@ impl Conntrack {
             return Ok(Some(real));
         }
         self.get(CTA_TUPLE_REPLY, server, client)
+    }
+
+    /// Every TCP connection the kernel tracks as ESTABLISHED whose server
+    /// port (original destination port, or reply source port after a
+    /// DNAT) is one of `ports`: one dump of the whole table.
+    pub(crate) fn established_controls(
+        &mut self,
+        ports: &ControlPorts,
+    ) -> io::Result<Vec<ControlHosts>> {
+        let seq = self.sock.next_seqs(1);
+        self.msg.clear();
+        write_dump(&mut self.msg, seq);
+        let mut found = Vec::new();
+        self.sock.dump(
+            self.msg.as_bytes(),
+            seq,
+            netlink::nfnl_type(netlink::NFNL_SUBSYS_CTNETLINK, IPCTNL_MSG_CT_NEW),
+            |attrs| found.extend(established_control(attrs, ports)),
+        )?;
+        Ok(found)
     }
 
     /// One CT_GET for the tuple `src -> dst` given as `which` (original or
@@ -124,6 +187,91 @@ pub(crate) fn write_get(msg: &mut MsgBuf, seq: u32, which: u16, src: SocketAddr,
     msg.nest_end(proto);
     msg.nest_end(tuple);
     msg.end(m);
+}
+
+/// Append the request numbered `seq` for the whole table, both families:
+/// a CT_GET dump.
+pub(crate) fn write_dump(msg: &mut MsgBuf, seq: u32) {
+    let m = msg.begin(
+        netlink::nfnl_type(netlink::NFNL_SUBSYS_CTNETLINK, IPCTNL_MSG_CT_GET),
+        netlink::NLM_F_REQUEST | netlink::NLM_F_DUMP,
+        seq,
+        libc::AF_UNSPEC as u8,
+        0,
+    );
+    msg.end(m);
+}
+
+/// The hosts of the entry in a CT_NEW message when it is a TCP connection
+/// in state ESTABLISHED to one of `ports`.
+pub(crate) fn established_control(attrs: Attrs<'_>, ports: &ControlPorts) -> Option<ControlHosts> {
+    let (mut orig, mut reply, mut state) = (None, None, None);
+    for (ty, data) in attrs {
+        match ty {
+            CTA_TUPLE_ORIG => orig = tuple(data),
+            CTA_TUPLE_REPLY => reply = tuple(data),
+            CTA_PROTOINFO => state = tcp_state(data),
+            _ => {}
+        }
+    }
+    let (orig, reply) = (orig?, reply?);
+    let tcp = libc::IPPROTO_TCP as u8;
+    if orig.proto != tcp || state != Some(TCP_CONNTRACK_ESTABLISHED) {
+        return None;
+    }
+    if !ports.contains(orig.dport) && !ports.contains(reply.sport) {
+        return None;
+    }
+    Some(ControlHosts {
+        client: [orig.src, reply.dst],
+        server: [orig.dst, reply.src],
+    })
+}
+
+/// A CTA_TUPLE_ORIG or CTA_TUPLE_REPLY payload.
+fn tuple(data: &[u8]) -> Option<Tuple> {
+    let (mut src, mut dst) = (None, None);
+    for (ty, a) in Attrs::new(Attrs::new(data).get(CTA_TUPLE_IP)?) {
+        let addr = match a.len() {
+            4 => IpAddr::from(<[u8; 4]>::try_from(a).ok()?),
+            16 => IpAddr::from(<[u8; 16]>::try_from(a).ok()?),
+            _ => return None,
+        };
+        match ty {
+            CTA_IP_V4_SRC | CTA_IP_V6_SRC => src = Some(addr),
+            CTA_IP_V4_DST | CTA_IP_V6_DST => dst = Some(addr),
+            _ => {}
+        }
+    }
+    let (mut proto, mut sport, mut dport) = (None, None, None);
+    for (ty, v) in Attrs::new(Attrs::new(data).get(CTA_TUPLE_PROTO)?) {
+        match ty {
+            CTA_PROTO_NUM => proto = v.first().copied(),
+            CTA_PROTO_SRC_PORT => sport = be16(v),
+            CTA_PROTO_DST_PORT => dport = be16(v),
+            _ => {}
+        }
+    }
+    Some(Tuple {
+        src: src?,
+        dst: dst?,
+        proto: proto?,
+        sport: sport.unwrap_or(0),
+        dport: dport.unwrap_or(0),
+    })
+}
+
+/// The TCP state in a CTA_PROTOINFO payload.
+fn tcp_state(data: &[u8]) -> Option<u8> {
+    let tcp = Attrs::new(data).get(CTA_PROTOINFO_TCP)?;
+    Attrs::new(tcp)
+        .get(CTA_PROTOINFO_TCP_STATE)?
+        .first()
+        .copied()
+}
+
+fn be16(v: &[u8]) -> Option<u16> {
+    Some(u16::from_be_bytes(v.get(0..2)?.try_into().ok()?))
 }
 
 /// The source address of the CTA_TUPLE_ORIG in a CT_NEW message.

@@ -10,7 +10,8 @@ use netlink_packet_core::{
     Emitable, NLM_F_ACK, NLM_F_CREATE, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
 };
 use netlink_packet_netfilter::conntrack::{
-    ConntrackAttribute, ConntrackMessage, IPTuple, ProtoTuple, Protocol, Tuple,
+    ConntrackAttribute, ConntrackMessage, IPTuple, ProtoInfo, ProtoInfoTCP, ProtoTuple, Protocol,
+    Tuple,
 };
 use netlink_packet_netfilter::nftables::{
     DataAttribute, ListAttribute, NfTablesMessage, SetAttribute, SetElementAttribute,
@@ -21,10 +22,12 @@ use netlink_packet_netfilter::{
     NetfilterHeader, NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily,
 };
 
-use super::conntrack::{self, CTA_TUPLE_ORIG, CTA_TUPLE_REPLY};
+use super::conntrack::{self, CTA_TUPLE_ORIG, CTA_TUPLE_REPLY, ControlHosts};
 use super::*;
+use crate::core::engine::ControlPorts;
 use crate::core::rule::rule;
 use crate::os::netlink::MsgBuf;
+use crate::os::netlink::{Attrs, NFGENMSG_LEN, NLM_F_DUMP, NLMSG_HDRLEN};
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 
@@ -301,5 +304,179 @@ fn conntrack_get_matches() {
             99,
         );
         assert_eq!(ours.as_bytes(), &theirs[..], "{client} -> {server}");
+    }
+}
+
+/// The attributes after the netlink and nfgenmsg headers of one encoded
+/// message, as the kernel's answer would carry them.
+fn body(msg: &[u8]) -> Attrs<'_> {
+    Attrs::new(&msg[NLMSG_HDRLEN + NFGENMSG_LEN..])
+}
+
+#[test]
+fn dump_requests_match() {
+    let mut ours = MsgBuf::new();
+    write_dump_elems(&mut ours, 43, &table(), SET4);
+    let theirs = encode(
+        NetfilterProtoFamily::Inet,
+        0,
+        NfTablesMessage::GetSetElement(SetElementMessage {
+            attributes: vec![
+                SetElementList::Table("filter".into()),
+                SetElementList::Set(SET4.into()),
+            ],
+        }),
+        NLM_F_REQUEST | NLM_F_DUMP,
+        43,
+    );
+    assert_eq!(ours.as_bytes(), &theirs[..]);
+
+    ours.clear();
+    conntrack::write_dump(&mut ours, 44);
+    let theirs = encode(
+        NetfilterProtoFamily::Unspec,
+        0,
+        ConntrackMessage::Get(vec![]),
+        NLM_F_REQUEST | NLM_F_DUMP,
+        44,
+    );
+    assert_eq!(ours.as_bytes(), &theirs[..]);
+}
+
+#[test]
+fn dumped_elements_read_back() {
+    let a = rule("192.0.2.2", "198.51.100.2", 50012);
+    let b = rule("2001:db8::2", "2001:db8:1::2", 1024);
+    let with_expiry = |r: &Rule, timeout: u64, left: u64| {
+        let ListAttribute::Element(mut attrs) = element(r, Some(timeout)) else {
+            unreachable!()
+        };
+        attrs.push(SetElementAttribute::Expiration(left));
+        ListAttribute::Element(attrs)
+    };
+    let answer = encode(
+        NetfilterProtoFamily::Inet,
+        0,
+        NfTablesMessage::NewSetElement(elements(
+            "filter",
+            SET4,
+            vec![
+                with_expiry(&a, 180_000, 99_000),
+                element(&b, None),
+                // A key of another length: not one of ours, skipped.
+                ListAttribute::Element(vec![SetElementAttribute::Key(DataAttribute::Value(vec![
+                    1, 2, 3, 4,
+                ]))]),
+            ],
+        )),
+        0,
+        1,
+    );
+    let mut out = Vec::new();
+    read_elems(body(&answer), &mut out);
+    assert_eq!(
+        out,
+        vec![
+            Elem {
+                rule: a,
+                timeout_ms: 180_000,
+                expires_ms: 99_000
+            },
+            Elem {
+                rule: b,
+                timeout_ms: 0,
+                expires_ms: 0
+            },
+        ]
+    );
+}
+
+/// A CT_NEW answer for `orig` and `reply` (src, dst, sport, dport) in TCP
+/// state `state`, as the crate encodes it.
+fn ct_entry(orig: (&str, &str, u16, u16), reply: (&str, &str, u16, u16), state: u8) -> Vec<u8> {
+    let tuple = |(s, d, sp, dp): (&str, &str, u16, u16)| {
+        vec![
+            Tuple::Ip(vec![
+                IPTuple::SourceAddress(s.parse().unwrap()),
+                IPTuple::DestinationAddress(d.parse().unwrap()),
+            ]),
+            Tuple::Proto(vec![
+                ProtoTuple::Protocol(Protocol::Tcp),
+                ProtoTuple::SourcePort(sp),
+                ProtoTuple::DestinationPort(dp),
+            ]),
+        ]
+    };
+    encode(
+        NetfilterProtoFamily::IPv4,
+        0,
+        ConntrackMessage::New(vec![
+            ConntrackAttribute::CtaTupleOrig(tuple(orig)),
+            ConntrackAttribute::CtaTupleReply(tuple(reply)),
+            ConntrackAttribute::CtaProtoInfo(vec![ProtoInfo::TCP(vec![
+                ProtoInfoTCP::State(state),
+                ProtoInfoTCP::OriginalWindowScale(7),
+            ])]),
+            ConntrackAttribute::CtaTimeout(600),
+        ]),
+        0,
+        1,
+    )
+}
+
+#[test]
+fn dumped_control_connections_read_back() {
+    let ports = ControlPorts::default();
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    const ESTABLISHED: u8 = 3;
+    const SYN_SENT: u8 = 1;
+
+    // Masqueraded client 198.51.100.7 -> server, seen as 192.0.2.1.
+    let e = ct_entry(
+        ("198.51.100.7", "192.0.2.9", 40001, 21),
+        ("192.0.2.9", "192.0.2.1", 21, 40001),
+        ESTABLISHED,
+    );
+    let hosts = conntrack::established_control(body(&e), &ports).expect("control connection");
+    assert_eq!(
+        hosts,
+        ControlHosts {
+            client: [ip("198.51.100.7"), ip("192.0.2.1")],
+            server: [ip("192.0.2.9"), ip("192.0.2.9")],
+        }
+    );
+    let joins = |a: &str, b: &str| hosts.pairs().any(|p| p == (ip(a), ip(b)));
+    assert!(joins("198.51.100.7", "192.0.2.9"), "passive/nat");
+    assert!(joins("192.0.2.1", "192.0.2.9"), "passive");
+    assert!(joins("192.0.2.9", "192.0.2.1"), "active");
+    assert!(joins("192.0.2.9", "198.51.100.7"), "active, real client");
+    assert!(!joins("192.0.2.9", "192.0.2.9"));
+    assert!(!joins("198.51.100.7", "192.0.2.10"));
+    assert!(
+        !joins("198.51.100.7", "192.0.2.1"),
+        "two views of the client"
+    );
+
+    // Port forwarded: the client asks 2121, the server listens on 21.
+    let e = ct_entry(
+        ("203.0.113.5", "192.0.2.1", 40002, 2121),
+        ("198.51.100.2", "203.0.113.5", 21, 40002),
+        ESTABLISHED,
+    );
+    assert!(conntrack::established_control(body(&e), &ports).is_some());
+
+    for e in [
+        ct_entry(
+            ("192.0.2.3", "198.51.100.2", 40003, 21),
+            ("198.51.100.2", "192.0.2.3", 21, 40003),
+            SYN_SENT,
+        ),
+        ct_entry(
+            ("192.0.2.4", "198.51.100.2", 40004, 80),
+            ("198.51.100.2", "192.0.2.4", 80, 40004),
+            ESTABLISHED,
+        ),
+    ] {
+        assert_eq!(conntrack::established_control(body(&e), &ports), None);
     }
 }

@@ -43,14 +43,27 @@
 //! [`Error::Ruleset`], saying what is wrong and which lines to add. Every
 //! message written here is checked byte for byte against an independent
 //! encoder in the `crosscheck` tests.
+//!
+//! Also at open, the backend takes over what a previous instance left (it
+//! was killed: a clean stop deletes its elements). It reads both sets
+//! (NFT_MSG_GETSETELEM with NLM_F_DUMP) and takes as that instance's the
+//! elements whose timeout is the rule timeout; others are the admin's and
+//! stay untouched. It dumps conntrack for the established control
+//! connections, and an element joining the two hosts of one of them (in
+//! either direction, each host in its original or NAT view) is adopted: it
+//! stays and counts down its own timeout, and a clean stop deletes it with
+//! this process's own. The rest are deleted at once, with the same batch as
+//! a flush. When the sets or conntrack cannot be read, the elements are
+//! left to their timeout and start-up goes on.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::ControlFlow;
 use std::time::Duration;
 
+use crate::core::engine::ControlPorts;
 use crate::core::log::Level;
 use crate::core::rule::Rule;
 use crate::firewall::{Error, Firewall, State};
@@ -72,6 +85,7 @@ const NFT_MSG_GETTABLE: u8 = 1;
 const NFT_MSG_NEWSET: u8 = 9;
 const NFT_MSG_GETSET: u8 = 10;
 const NFT_MSG_NEWSETELEM: u8 = 12;
+const NFT_MSG_GETSETELEM: u8 = 13;
 const NFT_MSG_DELSETELEM: u8 = 14;
 
 const NFTA_TABLE_NAME: u16 = 1;
@@ -86,6 +100,7 @@ const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
 const NFTA_LIST_ELEM: u16 = 1;
 const NFTA_SET_ELEM_KEY: u16 = 1;
 const NFTA_SET_ELEM_TIMEOUT: u16 = 4;
+const NFTA_SET_ELEM_EXPIRATION: u16 = 5;
 const NFTA_DATA_VALUE: u16 = 1;
 
 const NFT_SET_CONSTANT: u32 = 0x2;
@@ -177,6 +192,10 @@ pub struct Nft {
     /// Elements this process added and believes present, with the number of
     /// session rules that want each.
     live: HashMap<Rule, u32>,
+    /// Elements of a previous instance kept at open: their control
+    /// connection is still established. Deleted at flush, unless their
+    /// timeout took them first.
+    adopted: Vec<Rule>,
     // Scratch space reused by every commit.
     changes: Vec<Change>,
     dels: Vec<Del>,
@@ -286,8 +305,16 @@ impl Nft {
     /// Open netlink sockets and check that table `family`/`table` holds
     /// sets ftpsesame4 and ftpsesame6 with the right key types and the
     /// timeout flag. The error says what is wrong and prints the nft lines
-    /// to add. Elements get `timeout` (none if zero).
-    pub fn open(family: &str, table: &str, timeout: Duration) -> Result<Nft, Error> {
+    /// to add. Elements get `timeout` (none if zero). Then take over the
+    /// elements a previous instance left: keep those of connections to
+    /// `control` ports still established, delete the rest (see the module
+    /// docs; a failure there is logged, not returned).
+    pub fn open(
+        family: &str,
+        table: &str,
+        timeout: Duration,
+        control: ControlPorts,
+    ) -> Result<Nft, Error> {
         let (fam, family_name) =
             family_number(family).ok_or_else(|| Error::UnknownFamily(family.to_string()))?;
         let open = |what| move |source| Error::Open { what, source };
@@ -304,6 +331,7 @@ impl Nft {
                 timeout_ms: timeout.as_millis().min(u64::MAX as u128) as u64,
             },
             live: HashMap::with_capacity(64),
+            adopted: Vec::new(),
             changes: Vec::with_capacity(16),
             dels: Vec::with_capacity(FLUSH_CHUNK),
             adds: Vec::with_capacity(16),
@@ -312,7 +340,90 @@ impl Nft {
         if let Some(problem) = nft.check()? {
             return Err(nft.mismatch(problem, None));
         }
+        if let Err(e) = nft.take_over(&control) {
+            logmsg!(
+                Level::Warning,
+                "{e}; holes a previous instance left expire by their timeout"
+            );
+        }
         Ok(nft)
+    }
+
+    /// Sort the elements a previous instance left into adopted (their
+    /// control connection is still established) and stale (deleted now),
+    /// and log both counts.
+    fn take_over(&mut self, control: &ControlPorts) -> Result<(), Error> {
+        let mut left = Vec::new();
+        for set in [SET4, SET6] {
+            self.read_elements(set, &mut left)?;
+        }
+        let ours = self.table.timeout_ms;
+        left.retain(|e| e.timeout_ms == ours);
+        if left.is_empty() {
+            return Ok(());
+        }
+        let open = self
+            .ct
+            .established_controls(control)
+            .map_err(Error::StateTable)?;
+        let pairs: HashSet<(IpAddr, IpAddr)> = open.iter().flat_map(|c| c.pairs()).collect();
+        let (adopted, stale): (Vec<Elem>, Vec<Elem>) = left
+            .into_iter()
+            .partition(|e| pairs.contains(&(e.rule.src, e.rule.dst)));
+        for e in &adopted {
+            let r = e.rule;
+            logmsg!(
+                Level::Debug,
+                "adopted hole {} to {} port {} ({} ms left)",
+                r.src,
+                r.dst,
+                r.port,
+                e.expires_ms
+            );
+        }
+        self.adopted = adopted.iter().map(|e| e.rule).collect();
+        if !adopted.is_empty() {
+            logmsg!(
+                Level::Notice,
+                "adopted {} holes of control connections still open",
+                adopted.len()
+            );
+        }
+        let mut removed = 0;
+        for chunk in stale.chunks(FLUSH_CHUNK) {
+            self.adds.clear();
+            self.dels.clear();
+            self.dels.extend(chunk.iter().map(|e| Del {
+                rule: e.rule,
+                seq: 0,
+                gone: false,
+            }));
+            self.commit(0)?;
+            removed += chunk.len();
+        }
+        if removed > 0 {
+            logmsg!(Level::Notice, "removed {removed} stale holes");
+        }
+        Ok(())
+    }
+
+    /// Append the elements of `set` to `out` (NFT_MSG_GETSETELEM dump).
+    fn read_elements(&mut self, set: &'static str, out: &mut Vec<Elem>) -> Result<(), Error> {
+        let seq = self.sock.next_seqs(1);
+        self.msg.clear();
+        write_dump_elems(&mut self.msg, seq, &self.table, set);
+        self.sock
+            .dump(
+                self.msg.as_bytes(),
+                seq,
+                netlink::nfnl_type(netlink::NFNL_SUBSYS_NFTABLES, NFT_MSG_NEWSETELEM),
+                |attrs| read_elems(attrs, out),
+            )
+            .map_err(|source| Error::Netlink {
+                step: "cannot read elements of",
+                target: format!("set {} {} {set}", self.table.family_name, self.table.name),
+                source,
+            })
     }
 
     /// Inspect the table and both sets: `Ok(Some(problem))` when they are
@@ -569,6 +680,9 @@ impl Firewall for Nft {
         let mut all = std::mem::take(&mut self.flushing);
         all.clear();
         all.extend(self.live.keys().copied());
+        // Adopted elements that a session of ours also holds are in `live`.
+        let adopted = std::mem::take(&mut self.adopted);
+        all.extend(adopted.into_iter().filter(|r| !self.live.contains_key(r)));
         let mut first_err = None;
         for chunk in all.chunks(FLUSH_CHUNK) {
             self.adds.clear();
@@ -623,6 +737,69 @@ impl SetInfo {
     }
 }
 
+/// An element read back from a set: its key as a rule, its timeout and the
+/// time it has left (milliseconds, 0 when none).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Elem {
+    rule: Rule,
+    timeout_ms: u64,
+    expires_ms: u64,
+}
+
+/// Append the elements in one NEWSETELEM answer of a dump to `out`; keys
+/// of another length than the sets' are skipped.
+fn read_elems(attrs: Attrs<'_>, out: &mut Vec<Elem>) {
+    let Some(list) = attrs.get(NFTA_SET_ELEM_LIST_ELEMENTS) else {
+        return;
+    };
+    for (ty, elem) in Attrs::new(list) {
+        if ty != NFTA_LIST_ELEM {
+            continue;
+        }
+        let (mut rule, mut timeout_ms, mut expires_ms) = (None, 0, 0);
+        for (ty, data) in Attrs::new(elem) {
+            match ty {
+                NFTA_SET_ELEM_KEY => {
+                    rule = Attrs::new(data).get(NFTA_DATA_VALUE).and_then(parse_key);
+                }
+                NFTA_SET_ELEM_TIMEOUT => timeout_ms = be64(data).unwrap_or(0),
+                NFTA_SET_ELEM_EXPIRATION => expires_ms = be64(data).unwrap_or(0),
+                _ => {}
+            }
+        }
+        if let Some(rule) = rule {
+            out.push(Elem {
+                rule,
+                timeout_ms,
+                expires_ms,
+            });
+        }
+    }
+}
+
+/// A key as [`write_elem`] lays it out, back to a rule.
+fn parse_key(key: &[u8]) -> Option<Rule> {
+    let (src, dst, rest): (IpAddr, IpAddr, &[u8]) = match key.len() {
+        12 => (
+            <[u8; 4]>::try_from(&key[0..4]).ok()?.into(),
+            <[u8; 4]>::try_from(&key[4..8]).ok()?.into(),
+            &key[8..],
+        ),
+        36 => (
+            <[u8; 16]>::try_from(&key[0..16]).ok()?.into(),
+            <[u8; 16]>::try_from(&key[16..32]).ok()?.into(),
+            &key[32..],
+        ),
+        _ => return None,
+    };
+    let port = u16::from_be_bytes(rest[0..2].try_into().ok()?);
+    Some(Rule { src, dst, port })
+}
+
+fn be64(data: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(data.get(0..8)?.try_into().ok()?))
+}
+
 /// The families `-T` accepts, as `nft` spells them, to NFPROTO_* numbers
 /// (with the name, to print it back).
 fn family_number(name: &str) -> Option<(u8, &'static str)> {
@@ -656,6 +833,21 @@ fn write_get(msg: &mut MsgBuf, seq: u32, ask: u8, family: u8, table: &str, set: 
             msg.attr_str(NFTA_SET_NAME, set);
         }
     }
+    msg.end(m);
+}
+
+/// Append the request numbered `seq` for every element of `set`: a
+/// GETSETELEM dump.
+fn write_dump_elems(msg: &mut MsgBuf, seq: u32, table: &Table, set: &str) {
+    let m = msg.begin(
+        netlink::nfnl_type(netlink::NFNL_SUBSYS_NFTABLES, NFT_MSG_GETSETELEM),
+        netlink::NLM_F_REQUEST | netlink::NLM_F_DUMP,
+        seq,
+        table.family,
+        0,
+    );
+    msg.attr_str(NFTA_SET_ELEM_LIST_TABLE, &table.name);
+    msg.attr_str(NFTA_SET_ELEM_LIST_SET, set);
     msg.end(m);
 }
 

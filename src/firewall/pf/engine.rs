@@ -2,17 +2,30 @@
 //! `/dev/pf` on the BSDs and the pfctl crate on macOS. It owns the
 //! per-session bookkeeping (which sessions' anchors hold rules), turns a
 //! replace into one transaction on the session's anchor, rolls back on
-//! failure, and removes anchors of dead instances at start and at flush.
-//! Whether a pid runs is asked of the `alive` probe it is given: the
-//! engine itself makes no OS call.
+//! failure, and takes over anchors of dead instances.
+//!
+//! pf rules have no timeout, so adopting a dead instance's anchor means
+//! owning it with a deadline: at start such anchors are kept (their
+//! sessions may still be running transfers they negotiated) and removed
+//! one rule timeout later, counted from the first [`Firewall::expire`]
+//! call, or at flush, whichever comes first. Whether their control
+//! connection is still open is not checked (that needs pf's state table
+//! dumped and the anchor's rules read back); every dead instance's anchor
+//! is held, none for longer than the rule timeout. An anchor named with
+//! this process's own pid cannot be told apart from the ones it is about to
+//! create, so it is removed at start. Whether a pid runs is asked of the
+//! `alive` probe it is given: the engine itself makes no OS call.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use super::ffi::{Dir, FlatNatlook, FlatRule};
 use super::seam::PfDevice;
+use crate::core::log::Level;
 use crate::core::rule::{Rule, RuleOptions};
 use crate::firewall::{Error, Firewall, State};
+use crate::logmsg;
 
 /// Name of the parent anchor; each session gets `ftpsesame/<pid>.<id>`.
 const ANCHOR_PARENT: &str = "ftpsesame";
@@ -41,16 +54,25 @@ pub(crate) struct PfEngine<D: PfDevice> {
     alive: fn(u32) -> bool,
     /// Sessions whose anchor currently holds rules.
     live: BTreeSet<u32>,
+    /// Anchors of dead instances kept at start (full paths).
+    adopted: Vec<String>,
+    /// How long they are kept, in microseconds (the rule timeout).
+    hold_us: u64,
+    /// When they go, on the engine's clock; set by the first `expire`.
+    deadline: Option<u64>,
 }
 
 impl<D: PfDevice> PfEngine<D> {
-    /// Check that pf runs, then remove stale anchors. `alive` says whether a
-    /// pid belongs to a running process (`alive::process_alive` for real).
+    /// Check that pf runs, then adopt the anchors of dead instances, to be
+    /// removed `rule_timeout` after the first `expire` (see the module
+    /// docs). `alive` says whether a pid belongs to a running process
+    /// (`alive::process_alive` for real).
     pub(crate) fn new(
         mut dev: D,
         opts: RuleOptions,
         pid: u32,
         alive: fn(u32) -> bool,
+        rule_timeout: Duration,
     ) -> Result<Self, Error> {
         if !dev.running()? {
             return Err(Error::PfDisabled);
@@ -61,9 +83,44 @@ impl<D: PfDevice> PfEngine<D> {
             pid,
             alive,
             live: BTreeSet::new(),
+            adopted: Vec::new(),
+            hold_us: rule_timeout.as_micros().min(u128::from(u64::MAX)) as u64,
+            deadline: None,
         };
-        e.remove_stale()?;
+        e.adopt()?;
         Ok(e)
+    }
+
+    /// Sort the child anchors of `ftpsesame` at start: a dead instance's
+    /// are adopted, a leftover with our own pid is removed, a running
+    /// instance's and the admin's are left alone. Both counts are logged.
+    fn adopt(&mut self) -> Result<(), Error> {
+        let mut removed = 0;
+        for child in self.dev.list_anchors(ANCHOR_PARENT)? {
+            let Some((pid, _)) = parse_child(&child) else {
+                continue;
+            };
+            let anchor = format!("{ANCHOR_PARENT}/{child}");
+            if pid == self.pid {
+                self.commit(&anchor, &[])?;
+                removed += 1;
+            } else if !(self.alive)(pid) {
+                logmsg!(Level::Debug, "adopted anchor {anchor}");
+                self.adopted.push(anchor);
+            }
+        }
+        if !self.adopted.is_empty() {
+            logmsg!(
+                Level::Notice,
+                "adopted {} anchors of a previous instance, removing them in {} s",
+                self.adopted.len(),
+                self.hold_us / 1_000_000
+            );
+        }
+        if removed > 0 {
+            logmsg!(Level::Notice, "removed {removed} stale anchors");
+        }
+        Ok(())
     }
 
     /// The device, for inspection.
@@ -146,10 +203,38 @@ impl<D: PfDevice> Firewall for PfEngine<D> {
                 first_err.get_or_insert(e);
             }
         }
+        // Named explicitly: their pid may be running something else by now.
+        for anchor in std::mem::take(&mut self.adopted) {
+            if let Err(e) = self.commit(&anchor, &[]) {
+                first_err.get_or_insert(e);
+            }
+        }
         if let Err(e) = self.remove_stale() {
             first_err.get_or_insert(e);
         }
         first_err.map_or(Ok(()), Err)
+    }
+
+    fn expire(&mut self, now: u64) {
+        let deadline = *self
+            .deadline
+            .get_or_insert_with(|| now.saturating_add(self.hold_us));
+        if now < deadline || self.adopted.is_empty() {
+            return;
+        }
+        let mut removed = 0;
+        for anchor in std::mem::take(&mut self.adopted) {
+            // One attempt: what fails here is a dead instance's anchor,
+            // which flush removes at the latest.
+            match self.commit(&anchor, &[]) {
+                Ok(()) => removed += 1,
+                Err(e) => logmsg!(Level::Warning, "cannot remove adopted {anchor}: {e}"),
+            }
+        }
+        logmsg!(
+            Level::Notice,
+            "removed {removed} anchors adopted from a previous instance"
+        );
     }
 }
 
@@ -167,8 +252,10 @@ mod tests {
         pid == PID || pid == 777
     }
 
+    const HOLD: Duration = Duration::from_secs(180);
+
     fn engine(dev: Recorder, opts: RuleOptions) -> PfEngine<Recorder> {
-        PfEngine::new(dev, opts, PID, alive).unwrap()
+        PfEngine::new(dev, opts, PID, alive, HOLD).unwrap()
     }
 
     fn calls_after_open(e: &PfEngine<Recorder>) -> Vec<Call> {
@@ -180,7 +267,7 @@ mod tests {
     fn disabled_pf_refuses_to_start() {
         let mut dev = Recorder::new();
         dev.enabled = false;
-        let err = PfEngine::new(dev, RuleOptions::default(), PID, alive)
+        let err = PfEngine::new(dev, RuleOptions::default(), PID, alive, HOLD)
             .err()
             .unwrap();
         assert_eq!(err.to_string(), "pf is disabled");
@@ -279,26 +366,94 @@ mod tests {
         assert_eq!(u16::from_be(held[0].port), 50012);
     }
 
-    #[test]
-    fn start_removes_anchors_of_dead_and_previous_instances() {
+    /// A device holding one rule in each of `names`.
+    fn with_anchors(names: &[&str]) -> Recorder {
         let mut dev = Recorder::new();
         let r = FlatRule::new(
             &rule("192.0.2.2", "198.51.100.2", 50012),
             &RuleOptions::default(),
         )
         .unwrap();
-        for name in [
-            "ftpsesame/111.1",  // dead
-            "ftpsesame/111.2",  // dead
-            "ftpsesame/777.1",  // another live ftpsesame
-            "ftpsesame/4242.9", // our pid, but we just started: a leftover
-            "ftpsesame/admin",  // not ours to judge
-        ] {
-            dev.anchors.insert(name.into(), vec![r]);
+        for name in names {
+            dev.anchors.insert((*name).into(), vec![r]);
         }
-        let e = engine(dev, RuleOptions::default());
-        let left: Vec<&str> = e.device().anchors.keys().map(String::as_str).collect();
-        assert_eq!(left, vec!["ftpsesame/777.1", "ftpsesame/admin"]);
+        dev
+    }
+
+    fn anchors(e: &PfEngine<Recorder>) -> Vec<&str> {
+        e.device().anchors.keys().map(String::as_str).collect()
+    }
+
+    const LEFTOVERS: [&str; 5] = [
+        "ftpsesame/111.1",  // dead
+        "ftpsesame/111.2",  // dead
+        "ftpsesame/777.1",  // another live ftpsesame
+        "ftpsesame/4242.9", // our pid, but we just started: a leftover
+        "ftpsesame/admin",  // not ours to judge
+    ];
+
+    #[test]
+    fn start_adopts_dead_instances_and_removes_own_pid_leftovers() {
+        let e = engine(with_anchors(&LEFTOVERS), RuleOptions::default());
+        assert_eq!(
+            anchors(&e),
+            vec![
+                "ftpsesame/111.1",
+                "ftpsesame/111.2",
+                "ftpsesame/777.1",
+                "ftpsesame/admin"
+            ]
+        );
+        assert_eq!(e.adopted, vec!["ftpsesame/111.1", "ftpsesame/111.2"]);
+    }
+
+    #[test]
+    fn adopted_anchors_go_one_rule_timeout_after_the_first_expire() {
+        let mut e = engine(with_anchors(&LEFTOVERS), RuleOptions::default());
+        // The engine's clock is capture time: any origin will do.
+        let t0 = 1_700_000_000_000_000u64;
+        let hold = HOLD.as_micros() as u64;
+        e.expire(t0);
+        e.expire(t0 + hold - 1);
+        assert_eq!(anchors(&e).len(), 4, "still held: {:?}", anchors(&e));
+        // A session of ours meanwhile is not touched by the expiry.
+        e.replace(1, &[], &[rule("192.0.2.2", "198.51.100.2", 50013)])
+            .unwrap();
+        e.expire(t0 + hold);
+        assert_eq!(
+            anchors(&e),
+            vec!["ftpsesame/4242.1", "ftpsesame/777.1", "ftpsesame/admin"]
+        );
+        assert!(e.adopted.is_empty());
+        // Nothing more to do later.
+        let before = e.device().calls.len();
+        e.expire(t0 + 2 * hold);
+        assert_eq!(e.device().calls.len(), before);
+    }
+
+    #[test]
+    fn flush_removes_adopted_anchors_before_their_deadline() {
+        let mut e = engine(with_anchors(&LEFTOVERS), RuleOptions::default());
+        e.expire(5);
+        e.flush().unwrap();
+        assert_eq!(anchors(&e), vec!["ftpsesame/777.1", "ftpsesame/admin"]);
+        assert!(e.adopted.is_empty());
+    }
+
+    #[test]
+    fn adopted_anchor_of_a_reused_pid_still_goes() {
+        // Pid 777 was dead at start and runs something else by the deadline:
+        // the anchor is removed by name, not by a liveness check.
+        fn dead_then(pid: u32) -> bool {
+            pid == PID
+        }
+        let dev = with_anchors(&["ftpsesame/777.3"]);
+        let mut e = PfEngine::new(dev, RuleOptions::default(), PID, dead_then, HOLD).unwrap();
+        assert_eq!(e.adopted, vec!["ftpsesame/777.3"]);
+        e.alive = alive;
+        e.expire(0);
+        e.expire(HOLD.as_micros() as u64);
+        assert!(anchors(&e).is_empty());
     }
 
     #[test]

@@ -5,9 +5,10 @@
 //! (the admin's pf.conf says `anchor "ftpsesame/*"`). A change is one pf
 //! transaction on that anchor: DIOCXBEGIN, DIOCADDRULE per rule,
 //! DIOCXCOMMIT; removing a session's rules is the same transaction with no
-//! rules, after which pf drops the empty anchor. At start and at exit every
-//! child anchor that belongs to no running ftpsesame is removed the same
-//! way, so a crash does not leave holes open until reboot.
+//! rules, after which pf drops the empty anchor. A child anchor of an
+//! ftpsesame that is no longer running is adopted at start and removed the
+//! same way one rule timeout later (its sessions may still be using it), or
+//! at exit, so a crash does not leave holes open until reboot.
 //!
 //! Layers, each testable on its own:
 //! - [`ffi`]: the flat rule/lookup structs and the mapping from the rule
