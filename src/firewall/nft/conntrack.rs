@@ -104,14 +104,23 @@ impl Conntrack {
     /// `Ok(Some(real_client))` when tracked, `real_client` being the
     /// address before any source NAT; `Ok(None)` when the kernel has no
     /// such entry (or the two addresses are of different families).
+    ///
+    /// The kernel finds an entry by either of its tuples, so the answer is
+    /// checked: a connection the captured *server* opened (from port 21 to
+    /// a service that echoes text) is not a control connection, and counts
+    /// as untracked.
     pub fn lookup(&mut self, client: SocketAddr, server: SocketAddr) -> io::Result<Option<IpAddr>> {
         if client.is_ipv4() != server.is_ipv4() {
             return Ok(None);
         }
-        if let Some(real) = self.get(CTA_TUPLE_ORIG, client, server)? {
-            return Ok(Some(real));
-        }
-        self.get(CTA_TUPLE_REPLY, server, client)
+        let found = match self.get(CTA_TUPLE_ORIG, client, server)? {
+            Some(entry) => entry,
+            None => match self.get(CTA_TUPLE_REPLY, server, client)? {
+                Some(entry) => entry,
+                None => return Ok(None),
+            },
+        };
+        Ok(opened_by(found, client, server).then_some(found.0.src))
     }
 
     /// Every TCP connection the kernel tracks as ESTABLISHED whose server
@@ -135,8 +144,13 @@ impl Conntrack {
     }
 
     /// One CT_GET for the tuple `src -> dst` given as `which` (original or
-    /// reply); returns the original source of the entry found.
-    fn get(&mut self, which: u16, src: SocketAddr, dst: SocketAddr) -> io::Result<Option<IpAddr>> {
+    /// reply); returns the original and reply tuples of the entry found.
+    fn get(
+        &mut self,
+        which: u16,
+        src: SocketAddr,
+        dst: SocketAddr,
+    ) -> io::Result<Option<(Tuple, Tuple)>> {
         let seq = self.sock.next_seqs(1);
         self.msg.clear();
         write_get(&mut self.msg, seq, which, src, dst);
@@ -145,8 +159,7 @@ impl Conntrack {
             seq,
             netlink::nfnl_type(netlink::NFNL_SUBSYS_CTNETLINK, IPCTNL_MSG_CT_NEW),
             |attrs| {
-                orig_source(attrs)
-                    .ok_or_else(|| io::Error::other("conntrack answer without an original source"))
+                tuples(attrs).ok_or_else(|| io::Error::other("conntrack answer without its tuples"))
             },
         )
     }
@@ -274,24 +287,31 @@ fn be16(v: &[u8]) -> Option<u16> {
     Some(u16::from_be_bytes(v.get(0..2)?.try_into().ok()?))
 }
 
-/// The source address of the CTA_TUPLE_ORIG in a CT_NEW message.
-fn orig_source(attrs: Attrs<'_>) -> Option<IpAddr> {
-    let tuple = attrs.get(CTA_TUPLE_ORIG)?;
-    let ip = Attrs::new(tuple).get(CTA_TUPLE_IP)?;
-    for (ty, data) in Attrs::new(ip) {
+/// The original and reply tuples of the entry in a CT_NEW message.
+fn tuples(attrs: Attrs<'_>) -> Option<(Tuple, Tuple)> {
+    let (mut orig, mut reply) = (None, None);
+    for (ty, data) in attrs {
         match ty {
-            CTA_IP_V4_SRC => {
-                let a: [u8; 4] = data.try_into().ok()?;
-                return Some(IpAddr::from(a));
-            }
-            CTA_IP_V6_SRC => {
-                let a: [u8; 16] = data.try_into().ok()?;
-                return Some(IpAddr::from(a));
-            }
+            CTA_TUPLE_ORIG => orig = tuple(data),
+            CTA_TUPLE_REPLY => reply = tuple(data),
             _ => {}
         }
     }
-    None
+    Some((orig?, reply?))
+}
+
+impl Tuple {
+    fn is(&self, src: SocketAddr, dst: SocketAddr) -> bool {
+        (self.src, self.sport, self.dst, self.dport) == (src.ip(), src.port(), dst.ip(), dst.port())
+    }
+}
+
+/// True when the entry `(orig, reply)` is a connection `client` opened to
+/// `server` as captured: neither its original direction is server to
+/// client, nor its reply direction client to server (whichever side of a
+/// NAT the capture is on).
+fn opened_by((orig, reply): (Tuple, Tuple), client: SocketAddr, server: SocketAddr) -> bool {
+    !orig.is(server, client) && !reply.is(client, server)
 }
 
 #[cfg(test)]
@@ -299,23 +319,85 @@ mod tests {
     use super::*;
     use crate::os::netlink::MsgBuf;
 
+    fn entry(orig: (&str, &str), reply: (&str, &str)) -> (Tuple, Tuple) {
+        let t = |(a, b): (&str, &str)| {
+            let (a, b): (SocketAddr, SocketAddr) = (a.parse().unwrap(), b.parse().unwrap());
+            Tuple {
+                src: a.ip(),
+                dst: b.ip(),
+                proto: 6,
+                sport: a.port(),
+                dport: b.port(),
+            }
+        };
+        (t(orig), t(reply))
+    }
+
     #[test]
-    fn finds_original_source() {
+    fn only_connections_the_client_opened_count() {
+        let c: SocketAddr = "192.0.2.2:40594".parse().unwrap();
+        let s: SocketAddr = "198.51.100.2:21".parse().unwrap();
+        let plain = entry(
+            ("192.0.2.2:40594", "198.51.100.2:21"),
+            ("198.51.100.2:21", "192.0.2.2:40594"),
+        );
+        assert!(opened_by(plain, c, s));
+        // Masqueraded before the capture: the reply tuple is what we see.
+        let masq = entry(
+            ("10.0.0.2:5000", "198.51.100.2:21"),
+            ("198.51.100.2:21", "192.0.2.2:40594"),
+        );
+        assert!(opened_by(masq, c, s));
+        // Opened from port 21 by the captured "server", to a service that
+        // echoes: found by its reply tuple, refused.
+        let reversed = entry(
+            ("198.51.100.2:21", "192.0.2.2:40594"),
+            ("192.0.2.2:40594", "198.51.100.2:21"),
+        );
+        assert!(!opened_by(reversed, c, s));
+        // The same, the opener masqueraded (its port kept).
+        let nat = entry(
+            ("10.0.0.9:21", "192.0.2.2:40594"),
+            ("192.0.2.2:40594", "198.51.100.2:21"),
+        );
+        assert!(!opened_by(nat, c, s));
+    }
+
+    #[test]
+    fn reads_both_tuples() {
         // A CT_NEW body as the kernel writes it: nfgenmsg then attributes.
         let mut b = MsgBuf::new();
         let m = b.begin(0x100, 0, 1, libc::AF_INET as u8, 0);
-        let t = b.nest_begin(CTA_TUPLE_ORIG);
-        let ip = b.nest_begin(CTA_TUPLE_IP);
-        b.attr(CTA_IP_V4_SRC, &[10, 0, 0, 2]);
-        b.attr(CTA_IP_V4_DST, &[198, 51, 100, 2]);
-        b.nest_end(ip);
-        b.nest_end(t);
+        for (which, src, dst, sport, dport) in [
+            (CTA_TUPLE_ORIG, [10, 0, 0, 2], [198, 51, 100, 2], 5000, 21),
+            (
+                CTA_TUPLE_REPLY,
+                [198, 51, 100, 2],
+                [192, 0, 2, 2],
+                21,
+                40594,
+            ),
+        ] {
+            let t = b.nest_begin(which);
+            let ip = b.nest_begin(CTA_TUPLE_IP);
+            b.attr(CTA_IP_V4_SRC, &src);
+            b.attr(CTA_IP_V4_DST, &dst);
+            b.nest_end(ip);
+            let proto = b.nest_begin(CTA_TUPLE_PROTO);
+            b.attr_u8(CTA_PROTO_NUM, 6);
+            b.attr_be16(CTA_PROTO_SRC_PORT, sport);
+            b.attr_be16(CTA_PROTO_DST_PORT, dport);
+            b.nest_end(proto);
+            b.nest_end(t);
+        }
         b.end(m);
         let body = &b.as_bytes()[netlink::NLMSG_HDRLEN + netlink::NFGENMSG_LEN..];
-        assert_eq!(
-            orig_source(Attrs::new(body)),
-            Some("10.0.0.2".parse().unwrap())
-        );
-        assert_eq!(orig_source(Attrs::new(&[])), None);
+        let (orig, reply) = tuples(Attrs::new(body)).unwrap();
+        assert_eq!(orig.src, "10.0.0.2".parse::<IpAddr>().unwrap());
+        assert!(reply.is(
+            "198.51.100.2:21".parse().unwrap(),
+            "192.0.2.2:40594".parse().unwrap()
+        ));
+        assert_eq!(tuples(Attrs::new(&[])), None);
     }
 }
