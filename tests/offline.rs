@@ -958,3 +958,69 @@ fn guessed_numbers_after_a_gap_do_not_resynchronise() {
     let lines = replay(&cap, "guessed", &[]);
     assert!(!allowed_ports(&lines).contains(&3306), "{lines:#?}");
 }
+
+/// A capture that starts mid-session (the daemon was restarted): the
+/// connection is picked up from the first command and its reply, the
+/// negotiations after them open, in both families.
+#[test]
+fn a_capture_that_starts_mid_session_is_picked_up() {
+    let mut cap = Capture::new();
+    for (client, server, reply) in [
+        (
+            C4,
+            S4,
+            &b"227 Entering Passive Mode (198,51,100,2,195,80)\r\n"[..],
+        ),
+        (
+            C6,
+            S6,
+            &b"229 Entering Extended Passive Mode (|||50000|)\r\n"[..],
+        ),
+    ] {
+        let mut c = Conversation::new(sa(client), sa(server), 7_000_000, 3_000_000_000);
+        let _unseen = (c.handshake(), c.server(b"220 ready\r\n"));
+        let pasv: &[u8] = if client == C4 {
+            b"PASV\r\n"
+        } else {
+            b"EPSV\r\n"
+        };
+        // The first pair only syncs: its command was not seen whole.
+        cap.push(c.client(pasv));
+        cap.push(c.server(reply));
+        cap.push(c.client(pasv));
+        cap.push(c.server(reply));
+        cap.extend(c.fin());
+    }
+    let lines = assert_allows(
+        &cap,
+        "mid-session",
+        &[
+            "#1 allowing 192.0.2.2 to 198.51.100.2 port 50000",
+            "#2 allowing 2001:db8:1::2 to 2001:db8:2::2 port 50000",
+        ],
+    );
+    let picked: Vec<_> = lines
+        .iter()
+        .filter(|l| l.contains("session picked up"))
+        .collect();
+    assert_eq!(
+        picked,
+        [
+            "#1 session picked up: client 192.0.2.2:40594, server 198.51.100.2:21",
+            "#2 session picked up: client [2001:db8:1::2]:40594, server [2001:db8:2::2]:21",
+        ],
+        "{lines:#?}"
+    );
+    assert!(
+        stats_line(&lines).contains("0 active 0 total 2 picked up 0 contested"),
+        "{}",
+        stats_line(&lines)
+    );
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.contains("session finish"))
+            .count(),
+        2
+    );
+}

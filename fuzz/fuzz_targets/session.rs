@@ -18,7 +18,12 @@
 //!   and no partial line after a gap, is ever read;
 //! * every `Open` comes from a negotiating line read in that same step;
 //! * the table-facing state stays sane: `Verify` only before the
-//!   handshake completed.
+//!   handshake completed (or the pickup synced).
+//!
+//! With `mid_stream`, the session is met mid-stream (no handshake: a
+//! restart) and picks the connection up; the blind attacker then spoofs
+//! one side only, as one who spoofs both can make a pickup start from a
+//! pair of its own (see the pickup module).
 #![no_main]
 
 use std::net::SocketAddr;
@@ -60,6 +65,9 @@ struct Input<'a> {
     client_isn: u32,
     server_isn: u32,
     final_ack_lost: bool,
+    mid_stream: bool,
+    /// The side a mid-stream attacker spoofs.
+    spoofs_server: bool,
     client: &'a [u8],
     server: &'a [u8],
     ops: Vec<Op<'a>>,
@@ -128,6 +136,33 @@ fuzz_target!(|input: Input<'_>| {
             sent: 0,
         },
     ];
+    let seq_of = |side: &Side, at: usize| side.isn.wrapping_add(1).wrapping_add(at as u32);
+    let mut sess;
+    let mut picking = input.mid_stream;
+    if input.mid_stream {
+        sess = Session::mid_stream(1, c, s, 0);
+    } else {
+        sess = handshake(&input, c, s);
+    }
+    let psh_ack = Flags(Flags::PSH.0 | Flags::ACK.0);
+    let mut late: Option<(bool, usize, usize)> = None;
+    for (now, op) in input.ops.iter().enumerate() {
+        run(
+            &mut sess,
+            &mut sides,
+            &mut late,
+            &mut picking,
+            (c, s, client, server, psh_ack),
+            &input,
+            now,
+            op,
+            seq_of,
+        );
+    }
+});
+
+/// SYN, SYN/ACK (vouched for) and, unless lost, the final ACK.
+fn handshake(input: &Input<'_>, c: SocketAddr, s: SocketAddr) -> Session {
     let syn = segment(c, s, input.client_isn, 0, Flags::SYN, b"").unwrap();
     let mut sess = Session::new(1, c, s, &syn, 0);
     let synack = segment(
@@ -142,22 +177,37 @@ fuzz_target!(|input: Input<'_>| {
     let ds = sess.on_segment(&synack, 1, &mut |_| {});
     assert!(ds.verify);
     sess.verified(Some(c.ip()));
-    let seq_of = |side: &Side, at: usize| side.isn.wrapping_add(1).wrapping_add(at as u32);
     if !input.final_ack_lost {
         let ack = segment(
             c,
             s,
-            seq_of(&sides[0], 0),
-            seq_of(&sides[1], 0),
+            input.client_isn.wrapping_add(1),
+            input.server_isn.wrapping_add(1),
             Flags::ACK,
             b"",
         )
         .unwrap();
         sess.on_segment(&ack, 2, &mut |_| {});
     }
-    let psh_ack = Flags(Flags::PSH.0 | Flags::ACK.0);
-    let mut late: Option<(bool, usize, usize)> = None;
-    for (now, op) in input.ops.iter().enumerate() {
+    sess
+}
+
+type Ends<'a> = (SocketAddr, SocketAddr, &'a [u8], &'a [u8], Flags);
+
+/// One step of the schedule.
+#[allow(clippy::too_many_arguments)]
+fn run(
+    sess: &mut Session,
+    sides: &mut [Side; 2],
+    late: &mut Option<(bool, usize, usize)>,
+    picking: &mut bool,
+    (c, s, client, server, psh_ack): Ends<'_>,
+    input: &Input<'_>,
+    now: usize,
+    op: &Op<'_>,
+    seq_of: impl Fn(&Side, usize) -> u32,
+) {
+    {
         // (from_server, start, end) of a real segment to show, if any.
         let real = match *op {
             Op::Send {
@@ -171,7 +221,7 @@ fuzz_target!(|input: Input<'_>| {
                 let end = (start + usize::from(len)).min(stream.len());
                 sides[i].sent = end;
                 if lost {
-                    late = Some((from_server, start, end));
+                    *late = Some((from_server, start, end));
                     None
                 } else {
                     Some((from_server, start, end))
@@ -191,6 +241,13 @@ fuzz_target!(|input: Input<'_>| {
             Op::Late => late.take(),
             Op::Forge { .. } => None,
         };
+        // A mid-stream attacker spoofs one side only.
+        if let Op::Forge { from_server, .. } = *op
+            && input.mid_stream
+            && from_server != input.spoofs_server
+        {
+            return;
+        }
         let mut read: Vec<Vec<u8>> = Vec::new();
         let mut negotiated = false;
         let mut check = |n: Note<'_>, read: &mut Vec<Vec<u8>>| match n {
@@ -245,15 +302,19 @@ fuzz_target!(|input: Input<'_>| {
             let off = BLIND + far % (u32::MAX - 2 * BLIND);
             let seq = seq_of(&sides[i], sides[i].sent).wrapping_add(off);
             let Some(seg) = segment(src, dst, seq, ack, Flags(flags & 0x3f), data) else {
-                continue;
+                return;
             };
             sess.on_segment(&seg, 10 + now as u64, &mut |n| check(n, &mut read))
         } else {
-            continue;
+            return;
         };
         if ds.open.is_some() {
             assert!(negotiated, "opened without a negotiating line in this step");
         }
-        assert!(!ds.verify, "verify after the handshake");
+        if ds.verify {
+            assert!(*picking, "verify after the handshake");
+            *picking = false;
+            sess.verified(Some(c.ip()));
+        }
     }
-});
+}
