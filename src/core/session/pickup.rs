@@ -399,4 +399,24 @@ mod tests {
         assert!(ds.open.is_none());
         assert!(!m.notes.contains(&"Contested".to_string()));
     }
+
+    #[test]
+    fn capture_loss_and_reordering_only_delay_the_pickup() {
+        // The server's 200 is lost: the client's TYPE I and PASV never pair
+        // with a server segment until the 227, which agrees with the PASV.
+        let mut m = Mid::new();
+        m.client(b"TYPE I\r\n");
+        m.sseq += b"200 ok\r\n".len() as u32; // lost
+        assert!(!m.client(b"PASV\r\n").verify);
+        assert!(m.server(P227).verify, "the PASV and its 227 agree");
+        m.client(b"EPSV\r\n");
+        let ds = m.server(b"229 Entering Extended Passive Mode (|||50003|)\r\n");
+        assert_eq!(Mid::opened(&ds), Some(Negotiation::Passive { port: 50003 }));
+
+        // Reordered: the reply is captured before its command.
+        let mut m = Mid::new();
+        let (c, s) = (m.cseq, m.sseq);
+        assert!(!m.seg(false, s, c + 8, b"200 ok\r\n").verify);
+        assert!(m.seg(true, c, s, b"TYPE I\r\n").verify);
+    }
 }
