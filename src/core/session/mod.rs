@@ -298,15 +298,29 @@ impl Session {
         syn: &Segment<'_>,
         now: u64,
     ) -> Self {
+        let phase = Phase::SynSent {
+            client_isn: Seq(syn.seq),
+            opts: syn_opts(syn),
+        };
+        Session::blank(id, client, server, phase, now)
+    }
+
+    /// A session for a connection met mid-stream, `client` being the end
+    /// that is not on the control port. Nothing is trusted until both
+    /// sides agree and the state table vouches (see [`pickup`]).
+    pub fn mid_stream(id: u32, client: SocketAddr, server: SocketAddr, now: u64) -> Self {
+        let mut s = Session::blank(id, client, server, Phase::PickingUp, now);
+        s.picked = true;
+        s
+    }
+
+    fn blank(id: u32, client: SocketAddr, server: SocketAddr, phase: Phase, now: u64) -> Self {
         Session {
             id,
             client,
             server,
             real_client: client.ip(),
-            phase: Phase::SynSent {
-                client_isn: Seq(syn.seq),
-                opts: syn_opts(syn),
-            },
+            phase,
             created: now,
             last_seen: now,
             c2s: Stream::default(),
@@ -318,31 +332,6 @@ impl Session {
             current: None,
             rules_expire: 0,
             picked: false,
-            pickup: None,
-        }
-    }
-
-    /// A session for a connection met mid-stream, `client` being the end
-    /// that is not on the control port. Nothing is trusted until both
-    /// sides agree and the state table vouches (see [`pickup`]).
-    pub fn mid_stream(id: u32, client: SocketAddr, server: SocketAddr, now: u64) -> Self {
-        Session {
-            id,
-            client,
-            server,
-            real_client: client.ip(),
-            phase: Phase::PickingUp,
-            created: now,
-            last_seen: now,
-            c2s: Stream::default(),
-            s2c: Stream::default(),
-            c2s_lines: Lines::default(),
-            s2c_lines: Lines::default(),
-            ftp: Matcher::default(),
-            gate: Gate::Open,
-            current: None,
-            rules_expire: 0,
-            picked: true,
             pickup: None,
         }
     }
