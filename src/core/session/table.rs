@@ -6,42 +6,63 @@
 //! SYNs that never complete cannot lock real clients out.
 
 use std::collections::VecDeque;
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
 
 use super::Session;
 
-/// Unordered endpoint pair: the same key for both directions. Compact
-/// (addresses as 16 bytes, IPv4 mapped) so hash probes stay in cache.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// Unordered endpoint pair: the same key for both directions. Addresses
+/// are kept as IPv6 (IPv4 mapped, so `::ffff:192.0.2.2` is `192.0.2.2`),
+/// in 64-bit words: built, compared and hashed in a few instructions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Key {
-    lo: ([u8; 16], u16),
-    hi: ([u8; 16], u16),
+    /// The lower endpoint's address (high word first), then the higher's.
+    ips: [u64; 4],
+    /// The lower endpoint's port, then the higher's.
+    ports: [u16; 2],
 }
 
-fn endpoint(a: SocketAddr) -> ([u8; 16], u16) {
+/// An endpoint's address as a 128-bit number (IPv4 mapped) and its port.
+#[inline]
+fn endpoint(a: SocketAddr) -> (u128, u16) {
     let ip = match a.ip() {
-        // The IPv4-mapped form, byte by byte (cheaper than to_ipv6_mapped).
-        IpAddr::V4(v4) => {
-            let mut b = [0u8; 16];
-            b[10] = 0xff;
-            b[11] = 0xff;
-            b[12..].copy_from_slice(&v4.octets());
-            b
-        }
-        IpAddr::V6(v6) => v6.octets(),
+        IpAddr::V4(v4) => 0xffff_0000_0000 | u128::from(v4.to_bits()),
+        IpAddr::V6(v6) => v6.to_bits(),
     };
     (ip, a.port())
 }
 
 impl Key {
+    #[inline]
     pub fn new(a: SocketAddr, b: SocketAddr) -> Self {
         let (a, b) = (endpoint(a), endpoint(b));
-        if a <= b {
-            Key { lo: a, hi: b }
-        } else {
-            Key { lo: b, hi: a }
+        let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+        Key {
+            ips: [
+                (lo.0 >> 64) as u64,
+                lo.0 as u64,
+                (hi.0 >> 64) as u64,
+                hi.0 as u64,
+            ],
+            ports: [lo.1, hi.1],
         }
+    }
+
+    /// The key of a session's connection.
+    #[inline]
+    fn of(s: &Session) -> Self {
+        Key::new(s.client, s.server)
+    }
+}
+
+impl Hash for Key {
+    /// Every bit goes to the (seeded) hasher, in five words.
+    #[inline]
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        for w in self.ips {
+            h.write_u64(w);
+        }
+        h.write_u32(u32::from(self.ports[0]) << 16 | u32::from(self.ports[1]));
     }
 }
 
@@ -54,16 +75,18 @@ pub enum Full {
 
 /// The bounded session table: a hash index of slot numbers over a slab
 /// of sessions. The index holds only 4-byte slot numbers (it stays in
-/// cache); the key comparison reads the slot, which the caller reads next
+/// cache); a slot holds only its session, whose endpoints are its key, so
+/// the key comparison reads the session, which the caller reads next
 /// anyway. Sessions never move once placed.
 pub struct Table {
     index: hashbrown::HashTable<u32>,
     /// Keyed with a per-process random seed: peers choose the keys.
     hasher: foldhash::fast::RandomState,
-    slots: Vec<Option<(Key, Session)>>,
+    slots: Vec<Option<Session>>,
     free: Vec<u32>,
-    /// Half-open sessions in creation order (may hold stale entries).
-    half_open: VecDeque<(Key, u32)>,
+    /// Half-open sessions in creation order, as (slot, id); stale entries
+    /// (the slot since emptied or reused) are skipped.
+    half_open: VecDeque<(u32, u32)>,
     max: usize,
     /// The last session looked up: packets of one conversation come in
     /// bursts (request, reply, ACK), so this saves most hash probes.
@@ -71,8 +94,11 @@ pub struct Table {
 }
 
 /// True if `slot` holds the session of `key`.
-fn holds(slots: &[Option<(Key, Session)>], slot: u32, key: &Key) -> bool {
-    slots[slot as usize].as_ref().is_some_and(|(k, _)| k == key)
+#[inline]
+fn holds(slots: &[Option<Session>], slot: u32, key: &Key) -> bool {
+    slots[slot as usize]
+        .as_ref()
+        .is_some_and(|s| Key::of(s) == *key)
 }
 
 impl Table {
@@ -113,34 +139,39 @@ impl Table {
                 slot
             }
         };
-        self.slots[slot as usize].as_mut().map(|(_, s)| s)
+        self.slots[slot as usize].as_mut()
     }
 
-    fn is_live_half_open(&self, key: &Key, id: u32) -> bool {
-        self.find(key)
-            .and_then(|slot| self.slots[slot as usize].as_ref())
-            .is_some_and(|(_, s)| s.id == id && s.half_open())
+    fn is_live_half_open(&self, slot: u32, id: u32) -> bool {
+        self.slots[slot as usize]
+            .as_ref()
+            .is_some_and(|s| s.id == id && s.half_open())
     }
 
     pub fn remove(&mut self, key: &Key) -> Option<Session> {
+        let slot = self.find(key)?;
+        self.remove_slot(slot)
+    }
+
+    /// Take the session out of `slot` and its index entry.
+    fn remove_slot(&mut self, slot: u32) -> Option<Session> {
+        let key = Key::of(self.slots[slot as usize].as_ref()?);
         let hash = self.hasher.hash_one(key);
-        let slots = &self.slots;
-        let slot = self
-            .index
-            .find_entry(hash, |&slot| holds(slots, slot, key))
-            .ok()?
-            .remove()
-            .0;
-        if self.last.is_some_and(|(k, _)| k == *key) {
+        if let Ok(entry) = self.index.find_entry(hash, |&s| s == slot) {
+            entry.remove();
+        }
+        if self.last.is_some_and(|(_, s)| s == slot) {
             self.last = None;
         }
         self.free.push(slot);
-        self.slots[slot as usize].take().map(|(_, s)| s)
+        self.slots[slot as usize].take()
     }
 
     /// Insert a new half-open session; when the table is full, evict the
     /// oldest half-open one (returned, so its rules can be removed).
+    /// `key` is the session's own (`Key::new(s.client, s.server)`).
     pub fn insert(&mut self, key: Key, s: Session) -> Result<Option<Session>, Full> {
+        debug_assert_eq!(key, Key::of(&s));
         let mut evicted = None;
         if self.index.len() >= self.max {
             evicted = self.evict_oldest_half_open();
@@ -148,26 +179,24 @@ impl Table {
                 return Err(Full::Refused);
             }
         }
-        self.half_open.push_back((key, s.id));
+        let id = s.id;
         let slot = match self.free.pop() {
             Some(slot) => {
-                self.slots[slot as usize] = Some((key, s));
+                self.slots[slot as usize] = Some(s);
                 slot
             }
             None => {
-                self.slots.push(Some((key, s)));
+                self.slots.push(Some(s));
                 (self.slots.len() - 1) as u32
             }
         };
+        self.half_open.push_back((slot, id));
         let (hasher, slots) = (&self.hasher, &self.slots);
         let hash = hasher.hash_one(key);
         self.index.insert_unique(hash, slot, |&s| {
-            hasher.hash_one(
-                slots[s as usize]
-                    .as_ref()
-                    .map(|(k, _)| *k)
-                    .expect("indexed slot is full"),
-            )
+            hasher.hash_one(Key::of(
+                slots[s as usize].as_ref().expect("indexed slot is full"),
+            ))
         });
         if self.half_open.len() > 2 * self.max + 16 {
             self.compact_half_open();
@@ -177,14 +206,14 @@ impl Table {
 
     fn compact_half_open(&mut self) {
         let mut q = std::mem::take(&mut self.half_open);
-        q.retain(|(k, id)| self.is_live_half_open(k, *id));
+        q.retain(|&(slot, id)| self.is_live_half_open(slot, id));
         self.half_open = q;
     }
 
     fn evict_oldest_half_open(&mut self) -> Option<Session> {
-        while let Some((key, id)) = self.half_open.pop_front() {
-            if self.is_live_half_open(&key, id) {
-                return self.remove(&key);
+        while let Some((slot, id)) = self.half_open.pop_front() {
+            if self.is_live_half_open(slot, id) {
+                return self.remove_slot(slot);
             }
         }
         None
@@ -197,14 +226,13 @@ impl Table {
         mut out: impl FnMut(Session),
     ) {
         for slot in 0..self.slots.len() {
-            let Some((key, s)) = self.slots[slot].as_mut() else {
+            let Some(s) = self.slots[slot].as_mut() else {
                 continue;
             };
-            if expired(s) {
-                let key = *key;
-                if let Some(s) = self.remove(&key) {
-                    out(s);
-                }
+            if expired(s)
+                && let Some(s) = self.remove_slot(slot as u32)
+            {
+                out(s);
             }
         }
         self.compact_half_open();
@@ -212,7 +240,7 @@ impl Table {
 
     /// Every session, for periodic work.
     pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Session> {
-        self.slots.iter_mut().flatten().map(|(_, s)| s)
+        self.slots.iter_mut().flatten()
     }
 
     /// Remove everything.
@@ -221,7 +249,7 @@ impl Table {
         self.last = None;
         self.index.clear();
         self.free.clear();
-        self.slots.drain(..).flatten().map(|(_, s)| s)
+        self.slots.drain(..).flatten()
     }
 }
 
@@ -280,6 +308,33 @@ mod tests {
         let a: SocketAddr = "192.0.2.2:4000".parse().unwrap();
         let b: SocketAddr = "198.51.100.2:21".parse().unwrap();
         assert_eq!(Key::new(a, b), Key::new(b, a));
+    }
+
+    #[test]
+    fn mapped_address_is_the_ipv4_endpoint() {
+        let v4: SocketAddr = "192.0.2.2:4000".parse().unwrap();
+        let mapped: SocketAddr = "[::ffff:192.0.2.2]:4000".parse().unwrap();
+        let b: SocketAddr = "198.51.100.2:21".parse().unwrap();
+        assert_eq!(Key::new(v4, b), Key::new(b, mapped));
+        let other: SocketAddr = "[::192.0.2.2]:4000".parse().unwrap();
+        assert_ne!(Key::new(v4, b), Key::new(other, b));
+        let port: SocketAddr = "192.0.2.2:4001".parse().unwrap();
+        assert_ne!(Key::new(v4, b), Key::new(port, b));
+    }
+
+    #[test]
+    fn evicted_slot_reused_by_a_new_session() {
+        let mut t = Table::new(1);
+        let (k1, s1) = sess(1, 1001);
+        t.insert(k1, s1).unwrap();
+        let (k2, s2) = sess(2, 1002);
+        assert_eq!(t.insert(k2, s2).unwrap().unwrap().id, 1);
+        assert!(t.get_mut(&k1).is_none());
+        assert_eq!(t.get_mut(&k2).unwrap().id, 2);
+        // The queue's entry for #1 names the slot #2 now holds: stale.
+        let (k3, s3) = sess(3, 1003);
+        assert_eq!(t.insert(k3, s3).unwrap().unwrap().id, 2);
+        assert_eq!(t.len(), 1);
     }
 
     #[test]
