@@ -106,10 +106,55 @@ struct ReplyStart {
     port: Option<u16>,
 }
 
+/// A queued [`Command`] in three bytes (every session has a queue of
+/// them): a kind, then the port of a PORT/EPRT.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Packed([u8; 3]);
+
+impl Packed {
+    fn new(cmd: Command) -> Self {
+        let (kind, port) = match cmd {
+            Command::Other => (0, 0),
+            Command::Pasv => (1, 0),
+            Command::Epsv => (2, 0),
+            Command::Auth => (3, 0),
+            Command::Malformed => (4, 0),
+            Command::Port(port) => (5, port),
+            Command::Eprt {
+                port,
+                af: Af::Unspecified,
+            } => (6, port),
+            Command::Eprt { port, af: Af::Inet } => (7, port),
+            Command::Eprt {
+                port,
+                af: Af::Inet6,
+            } => (8, port),
+        };
+        let [hi, lo] = port.to_be_bytes();
+        Packed([kind, hi, lo])
+    }
+
+    fn get(self) -> Command {
+        let port = u16::from_be_bytes([self.0[1], self.0[2]]);
+        let eprt = |af| Command::Eprt { port, af };
+        match self.0[0] {
+            1 => Command::Pasv,
+            2 => Command::Epsv,
+            3 => Command::Auth,
+            4 => Command::Malformed,
+            5 => Command::Port(port),
+            6 => eprt(Af::Unspecified),
+            7 => eprt(Af::Inet),
+            8 => eprt(Af::Inet6),
+            _ => Command::Other,
+        }
+    }
+}
+
 /// Matching state of one control connection.
 #[derive(Debug, Default)]
 pub struct Matcher {
-    pending: [Command; MAX_PENDING],
+    pending: [Packed; MAX_PENDING],
     head: u8,
     len: u8,
     greeted: bool,
@@ -270,7 +315,7 @@ impl Matcher {
             return CommandEvent::Overflow;
         }
         let slot = (self.head as usize + self.len as usize) % MAX_PENDING;
-        self.pending[slot] = cmd;
+        self.pending[slot] = Packed::new(cmd);
         self.len += 1;
         let (port, af) = match cmd {
             Command::Port(port) => (port, Af::Unspecified),
@@ -296,7 +341,7 @@ impl Matcher {
         if self.len == 0 {
             return None;
         }
-        let cmd = self.pending[self.head as usize];
+        let cmd = self.pending[self.head as usize].get();
         self.head = ((self.head as usize + 1) % MAX_PENDING) as u8;
         self.len -= 1;
         Some(cmd)
@@ -383,6 +428,26 @@ impl Matcher {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn packed_commands_round_trip() {
+        let afs = [Af::Unspecified, Af::Inet, Af::Inet6];
+        let mut all = vec![
+            Command::Other,
+            Command::Pasv,
+            Command::Epsv,
+            Command::Auth,
+            Command::Malformed,
+        ];
+        for port in [0, 1, 21, 256, 50000, 65535] {
+            all.push(Command::Port(port));
+            all.extend(afs.map(|af| Command::Eprt { port, af }));
+        }
+        for cmd in all {
+            assert_eq!(Packed::new(cmd).get(), cmd);
+        }
+        assert!(std::mem::size_of::<Matcher>() <= 64);
+    }
 
     fn greeted() -> Matcher {
         let mut m = Matcher::default();
