@@ -23,6 +23,8 @@
 //! Addresses inside PORT/EPRT/227 are parsed (a malformed one is refused)
 //! but not returned: policy uses the control connection's addresses.
 
+use crate::core::reassembly::find_byte;
+
 /// Pending commands kept per session; more are counted and dropped.
 pub const MAX_PENDING: usize = 16;
 
@@ -186,14 +188,31 @@ fn number(s: &[u8], max: u32) -> Option<u32> {
 
 /// `h1,h2,h3,h4,p1,p2` (exactly six bytes) -> port.
 pub fn parse_hostport(s: &[u8]) -> Option<u16> {
+    // One pass, as `number` on each comma-separated field trimmed of ASCII
+    // whitespace: 1 to 5 digits, at most 255, whitespace only around them.
     let mut parts = [0u32; 6];
-    let mut it = s.split(|&b| b == b',');
-    for p in parts.iter_mut() {
-        *p = number(it.next()?.trim_ascii(), 255)?;
+    let (mut field, mut value, mut digits, mut after) = (0, 0u32, 0, false);
+    for &b in s {
+        match b {
+            b',' => {
+                if digits == 0 || value > 255 || field == 5 {
+                    return None;
+                }
+                parts[field] = value;
+                (field, value, digits, after) = (field + 1, 0, 0, false);
+            }
+            b'0'..=b'9' if !after && digits < 5 => {
+                value = value * 10 + u32::from(b - b'0');
+                digits += 1;
+            }
+            _ if b.is_ascii_whitespace() => after = digits > 0,
+            _ => return None,
+        }
     }
-    if it.next().is_some() {
+    if field != 5 || digits == 0 || value > 255 {
         return None;
     }
+    parts[5] = value;
     Some((parts[4] * 256 + parts[5]) as u16)
 }
 
@@ -221,9 +240,9 @@ pub fn parse_eprt(s: &[u8]) -> Option<(u16, Af)> {
 /// The port in a 227 reply text: `(h1,...,p2)`, or without parentheses
 /// the first run of six comma-separated numbers (RFC 1123 4.1.2.6).
 pub fn parse_227(text: &[u8]) -> Option<u16> {
-    if let Some(open) = text.iter().position(|&b| b == b'(') {
+    if let Some(open) = find_byte(text, b'(') {
         let rest = &text[open + 1..];
-        let close = rest.iter().position(|&b| b == b')')?;
+        let close = find_byte(rest, b')')?;
         return parse_hostport(&rest[..close]);
     }
     // Scan: the first digit that starts a run of digits and commas.
@@ -238,9 +257,9 @@ pub fn parse_227(text: &[u8]) -> Option<u16> {
 
 /// The port in a 229 reply text: `(<d><d><d>port<d>)`.
 pub fn parse_229(text: &[u8]) -> Option<u16> {
-    let open = text.iter().position(|&b| b == b'(')?;
+    let open = find_byte(text, b'(')?;
     let rest = &text[open + 1..];
-    let close = rest.iter().position(|&b| b == b')')?;
+    let close = find_byte(rest, b')')?;
     let inner = &rest[..close];
     let &d = inner.first()?;
     if inner.len() < 5
@@ -694,7 +713,38 @@ mod tests {
         assert_eq!(m.client_line(b"PASV"), CommandEvent::Overflow);
     }
 
+    /// `h1,...,p2` by splitting and trimming each field: what the parser
+    /// must agree with.
+    fn hostport_by_split(s: &[u8]) -> Option<u16> {
+        let parts: Vec<&[u8]> = s.split(|&b| b == b',').collect();
+        if parts.len() != 6 {
+            return None;
+        }
+        let n: Vec<u32> = parts
+            .iter()
+            .map(|p| number(p.trim_ascii(), 255))
+            .collect::<Option<_>>()?;
+        Some((n[4] * 256 + n[5]) as u16)
+    }
+
     proptest! {
+        #[test]
+        fn hostport_agrees_with_split(s in proptest::collection::vec(
+            prop_oneof![Just(b','), Just(b' '), Just(b'\t'), Just(b'1'), Just(b'9'), Just(b'0'), Just(b'2'), Just(b'5'), any::<u8>()],
+            0..40,
+        )) {
+            prop_assert_eq!(parse_hostport(&s), hostport_by_split(&s));
+        }
+
+        #[test]
+        fn hostport_fields_agree_with_split(fields in proptest::collection::vec(
+            prop_oneof![Just(""), Just("0"), Just(" 12"), Just("195 "), Just("255"), Just("256"), Just("00080"), Just("123456"), Just("1 2"), Just("\t7\r")],
+            4..8,
+        )) {
+            let s = fields.join(",");
+            prop_assert_eq!(parse_hostport(s.as_bytes()), hostport_by_split(s.as_bytes()));
+        }
+
         #[test]
         fn parsers_never_panic(line in proptest::collection::vec(any::<u8>(), 0..600)) {
             let _ = parse_command(&line);

@@ -49,6 +49,33 @@ pub struct LineBuf {
     discarding: Option<Discard>,
 }
 
+/// The first `byte` in `hay`. Eight bytes at a time (the word trick of
+/// finding a zero byte in `word ^ byte * 0x01..01`): control-connection
+/// lines are tens of bytes long and every one is scanned.
+#[inline]
+pub(crate) fn find_byte(hay: &[u8], byte: u8) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let pattern = LO * u64::from(byte);
+    let mut chunks = hay.chunks_exact(8);
+    let mut at = 0;
+    for chunk in chunks.by_ref() {
+        let x = u64::from_le_bytes(chunk.try_into().expect("8 bytes")) ^ pattern;
+        let found = x.wrapping_sub(LO) & !x & HI;
+        if found != 0 {
+            // The lowest flagged byte is exact (only bytes above a real
+            // zero byte can be flagged falsely).
+            return Some(at + found.trailing_zeros() as usize / 8);
+        }
+        at += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&b| b == byte)
+        .map(|i| at + i)
+}
+
 /// Strip the end-of-line marker's `\r`; None when the line is too long.
 fn finish(line: &[u8]) -> Option<&[u8]> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -71,7 +98,7 @@ impl LineBuf {
     /// number of bytes of `data` up to and including its `\n`.
     pub fn push(&mut self, data: &[u8], mut on_line: impl FnMut(Line<'_>, usize)) {
         let mut rest = data;
-        while let Some(nl) = rest.iter().position(|&b| b == b'\n') {
+        while let Some(nl) = find_byte(rest, b'\n') {
             let (head, tail) = (&rest[..nl], &rest[nl + 1..]);
             let end = data.len() - tail.len();
             rest = tail;
@@ -138,6 +165,13 @@ mod tests {
             });
         }
         (out, long)
+    }
+
+    proptest! {
+        #[test]
+        fn find_byte_is_position(hay in proptest::collection::vec(prop_oneof![Just(b'\n'), Just(0u8), Just(0x8a), any::<u8>()], 0..40), byte in prop_oneof![Just(b'\n'), any::<u8>()]) {
+            prop_assert_eq!(find_byte(&hay, byte), hay.iter().position(|&b| b == byte));
+        }
     }
 
     #[test]
