@@ -386,7 +386,7 @@ impl File {
 
 /// Read buffer of [`Records`]: many packets per read, and room for the
 /// longest record libpcap accepts.
-const RECORDS_BUFFER: usize = 1 << 20;
+const RECORDS_BUFFER: usize = (256 + 4) << 10;
 /// Header of a classic pcap file.
 const FILE_HEADER: usize = 24;
 /// Header of each record in it: seconds, microseconds, captured length,
