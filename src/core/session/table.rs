@@ -189,8 +189,9 @@ pub enum Full {
 /// The bounded session table: a hash index of slot numbers over a slab
 /// of sessions. The index holds only 8-byte cells (it stays in cache); a
 /// slot holds only its session, whose endpoints are its key, so the key
-/// comparison reads the session, which the caller reads next anyway.
-/// Sessions never move once placed.
+/// comparison reads the session, which the caller reads next anyway: a
+/// session's `client` and `server` must not change while it is in the
+/// table (swapping the two keeps the key). Sessions never move once placed.
 pub struct Table {
     index: Index,
     /// Keyed with a per-process random seed: peers choose the keys.
@@ -273,7 +274,9 @@ impl Table {
     fn remove_slot(&mut self, slot: u32) -> Option<Session> {
         let key = Key::of(self.slots[slot as usize].as_ref()?);
         let hash = self.hasher.hash_one(key);
-        if let Some(cell) = self.index.find(hash, |s| s == slot) {
+        let cell = self.index.find(hash, |s| s == slot);
+        debug_assert!(cell.is_some(), "session endpoints changed in the table");
+        if let Some(cell) = cell {
             self.index.remove(cell);
         }
         if self.last.is_some_and(|(_, s)| s == slot) {
