@@ -458,11 +458,18 @@ impl Records {
 
     /// Make `n` unread bytes available: Some(false) when the file ends
     /// first, None on a read error or when `n` does not fit the buffer.
+    #[inline]
     fn fill(&mut self, n: usize) -> Option<bool> {
-        use std::io::Read;
         if self.end - self.at >= n {
             return Some(true);
         }
+        self.refill(n)
+    }
+
+    /// Move the unread bytes to the front and read until `n` are there.
+    #[cold]
+    fn refill(&mut self, n: usize) -> Option<bool> {
+        use std::io::Read;
         if n > self.buf.len() {
             return None;
         }
