@@ -23,6 +23,8 @@
 //! Addresses inside PORT/EPRT/227 are parsed (a malformed one is refused)
 //! but not returned: policy uses the control connection's addresses.
 
+use crate::core::reassembly::find_byte;
+
 /// Pending commands kept per session; more are counted and dropped.
 pub const MAX_PENDING: usize = 16;
 
@@ -98,18 +100,79 @@ pub enum CommandEvent {
     Ignored,
 }
 
-/// First line of a reply still in progress.
+/// First line of a reply still in progress. Six bytes (the port and
+/// whether there is one kept apart), so the matcher stays small.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct ReplyStart {
     code: [u8; 3],
-    /// Port parsed from the first line (227/229 only).
-    port: Option<u16>,
+    /// A port was parsed from the first line (227/229 only).
+    parsed: bool,
+    port: u16,
+}
+
+impl ReplyStart {
+    fn new(code: [u8; 3], port: Option<u16>) -> Self {
+        ReplyStart {
+            code,
+            parsed: port.is_some(),
+            port: port.unwrap_or(0),
+        }
+    }
+
+    fn port(&self) -> Option<u16> {
+        self.parsed.then_some(self.port)
+    }
+}
+
+/// A queued [`Command`] in three bytes (every session has a queue of
+/// them): a kind, then the port of a PORT/EPRT.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Packed([u8; 3]);
+
+impl Packed {
+    fn new(cmd: Command) -> Self {
+        let (kind, port) = match cmd {
+            Command::Other => (0, 0),
+            Command::Pasv => (1, 0),
+            Command::Epsv => (2, 0),
+            Command::Auth => (3, 0),
+            Command::Malformed => (4, 0),
+            Command::Port(port) => (5, port),
+            Command::Eprt {
+                port,
+                af: Af::Unspecified,
+            } => (6, port),
+            Command::Eprt { port, af: Af::Inet } => (7, port),
+            Command::Eprt {
+                port,
+                af: Af::Inet6,
+            } => (8, port),
+        };
+        let [hi, lo] = port.to_be_bytes();
+        Packed([kind, hi, lo])
+    }
+
+    fn get(self) -> Command {
+        let port = u16::from_be_bytes([self.0[1], self.0[2]]);
+        let eprt = |af| Command::Eprt { port, af };
+        match self.0[0] {
+            1 => Command::Pasv,
+            2 => Command::Epsv,
+            3 => Command::Auth,
+            4 => Command::Malformed,
+            5 => Command::Port(port),
+            6 => eprt(Af::Unspecified),
+            7 => eprt(Af::Inet),
+            8 => eprt(Af::Inet6),
+            _ => Command::Other,
+        }
+    }
 }
 
 /// Matching state of one control connection.
 #[derive(Debug, Default)]
 pub struct Matcher {
-    pending: [Command; MAX_PENDING],
+    pending: [Packed; MAX_PENDING],
     head: u8,
     len: u8,
     greeted: bool,
@@ -141,14 +204,31 @@ fn number(s: &[u8], max: u32) -> Option<u32> {
 
 /// `h1,h2,h3,h4,p1,p2` (exactly six bytes) -> port.
 pub fn parse_hostport(s: &[u8]) -> Option<u16> {
+    // One pass, as `number` on each comma-separated field trimmed of ASCII
+    // whitespace: 1 to 5 digits, at most 255, whitespace only around them.
     let mut parts = [0u32; 6];
-    let mut it = s.split(|&b| b == b',');
-    for p in parts.iter_mut() {
-        *p = number(it.next()?.trim_ascii(), 255)?;
+    let (mut field, mut value, mut digits, mut after) = (0, 0u32, 0, false);
+    for &b in s {
+        match b {
+            b',' => {
+                if digits == 0 || value > 255 || field == 5 {
+                    return None;
+                }
+                parts[field] = value;
+                (field, value, digits, after) = (field + 1, 0, 0, false);
+            }
+            b'0'..=b'9' if !after && digits < 5 => {
+                value = value * 10 + u32::from(b - b'0');
+                digits += 1;
+            }
+            _ if b.is_ascii_whitespace() => after = digits > 0,
+            _ => return None,
+        }
     }
-    if it.next().is_some() {
+    if field != 5 || digits == 0 || value > 255 {
         return None;
     }
+    parts[5] = value;
     Some((parts[4] * 256 + parts[5]) as u16)
 }
 
@@ -176,9 +256,9 @@ pub fn parse_eprt(s: &[u8]) -> Option<(u16, Af)> {
 /// The port in a 227 reply text: `(h1,...,p2)`, or without parentheses
 /// the first run of six comma-separated numbers (RFC 1123 4.1.2.6).
 pub fn parse_227(text: &[u8]) -> Option<u16> {
-    if let Some(open) = text.iter().position(|&b| b == b'(') {
+    if let Some(open) = find_byte(text, b'(') {
         let rest = &text[open + 1..];
-        let close = rest.iter().position(|&b| b == b')')?;
+        let close = find_byte(rest, b')')?;
         return parse_hostport(&rest[..close]);
     }
     // Scan: the first digit that starts a run of digits and commas.
@@ -193,9 +273,9 @@ pub fn parse_227(text: &[u8]) -> Option<u16> {
 
 /// The port in a 229 reply text: `(<d><d><d>port<d>)`.
 pub fn parse_229(text: &[u8]) -> Option<u16> {
-    let open = text.iter().position(|&b| b == b'(')?;
+    let open = find_byte(text, b'(')?;
     let rest = &text[open + 1..];
-    let close = rest.iter().position(|&b| b == b')')?;
+    let close = find_byte(rest, b')')?;
     let inner = &rest[..close];
     let &d = inner.first()?;
     if inner.len() < 5
@@ -270,7 +350,7 @@ impl Matcher {
             return CommandEvent::Overflow;
         }
         let slot = (self.head as usize + self.len as usize) % MAX_PENDING;
-        self.pending[slot] = cmd;
+        self.pending[slot] = Packed::new(cmd);
         self.len += 1;
         let (port, af) = match cmd {
             Command::Port(port) => (port, Af::Unspecified),
@@ -299,7 +379,7 @@ impl Matcher {
         if self.len == 0 {
             return None;
         }
-        let cmd = self.pending[self.head as usize];
+        let cmd = self.pending[self.head as usize].get();
         self.head = ((self.head as usize + 1) % MAX_PENDING) as u8;
         self.len -= 1;
         Some(cmd)
@@ -331,7 +411,7 @@ impl Matcher {
                     b"229" => parse_229(&line[3..]),
                     _ => None,
                 };
-                let start = ReplyStart { code, port };
+                let start = ReplyStart::new(code, port);
                 if !last {
                     self.multiline = Some(start);
                     return ReplyEvent::None;
@@ -366,7 +446,7 @@ impl Matcher {
         }
         match (cmd, &reply.code) {
             (Command::Port(_) | Command::Eprt { .. }, b"200") => ReplyEvent::None,
-            (Command::Pasv, b"227") | (Command::Epsv, b"229") => match reply.port {
+            (Command::Pasv, b"227") | (Command::Epsv, b"229") => match reply.port() {
                 Some(port) => ReplyEvent::Negotiated(Negotiation::Passive { port }),
                 None => ReplyEvent::ParseFailed,
             },
@@ -386,6 +466,26 @@ impl Matcher {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn packed_commands_round_trip() {
+        let afs = [Af::Unspecified, Af::Inet, Af::Inet6];
+        let mut all = vec![
+            Command::Other,
+            Command::Pasv,
+            Command::Epsv,
+            Command::Auth,
+            Command::Malformed,
+        ];
+        for port in [0, 1, 21, 256, 50000, 65535] {
+            all.push(Command::Port(port));
+            all.extend(afs.map(|af| Command::Eprt { port, af }));
+        }
+        for cmd in all {
+            assert_eq!(Packed::new(cmd).get(), cmd);
+        }
+        assert!(std::mem::size_of::<Matcher>() <= 62);
+    }
 
     fn greeted() -> Matcher {
         let mut m = Matcher::default();
@@ -632,7 +732,38 @@ mod tests {
         assert_eq!(m.client_line(b"PASV"), CommandEvent::Overflow);
     }
 
+    /// `h1,...,p2` by splitting and trimming each field: what the parser
+    /// must agree with.
+    fn hostport_by_split(s: &[u8]) -> Option<u16> {
+        let parts: Vec<&[u8]> = s.split(|&b| b == b',').collect();
+        if parts.len() != 6 {
+            return None;
+        }
+        let n: Vec<u32> = parts
+            .iter()
+            .map(|p| number(p.trim_ascii(), 255))
+            .collect::<Option<_>>()?;
+        Some((n[4] * 256 + n[5]) as u16)
+    }
+
     proptest! {
+        #[test]
+        fn hostport_agrees_with_split(s in proptest::collection::vec(
+            prop_oneof![Just(b','), Just(b' '), Just(b'\t'), Just(b'1'), Just(b'9'), Just(b'0'), Just(b'2'), Just(b'5'), any::<u8>()],
+            0..40,
+        )) {
+            prop_assert_eq!(parse_hostport(&s), hostport_by_split(&s));
+        }
+
+        #[test]
+        fn hostport_fields_agree_with_split(fields in proptest::collection::vec(
+            prop_oneof![Just(""), Just("0"), Just(" 12"), Just("195 "), Just("255"), Just("256"), Just("00080"), Just("123456"), Just("1 2"), Just("\t7\r")],
+            4..8,
+        )) {
+            let s = fields.join(",");
+            prop_assert_eq!(parse_hostport(s.as_bytes()), hostport_by_split(s.as_bytes()));
+        }
+
         #[test]
         fn parsers_never_panic(line in proptest::collection::vec(any::<u8>(), 0..600)) {
             let _ = parse_command(&line);

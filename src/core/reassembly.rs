@@ -37,13 +37,43 @@ enum Discard {
     AfterGap,
 }
 
-/// Reassembly state of one direction.
+/// Reassembly state of one direction: 16 bytes, since every session has
+/// two. The buffer for a partial line is allocated the first time a line
+/// is split across segments, and kept.
 #[derive(Debug, Default)]
 pub struct LineBuf {
-    /// Start of a line whose end has not been seen yet.
-    partial: Vec<u8>,
+    /// Start of a line whose end has not been seen yet: `len` bytes.
+    partial: Option<Box<[u8; MAX_LINE + 1]>>,
+    len: u16,
     /// Dropping bytes until the next `\n` (long line, or after a gap).
     discarding: Option<Discard>,
+}
+
+/// The first `byte` in `hay`. Eight bytes at a time (the word trick of
+/// finding a zero byte in `word ^ byte * 0x01..01`): control-connection
+/// lines are tens of bytes long and every one is scanned.
+#[inline]
+pub(crate) fn find_byte(hay: &[u8], byte: u8) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let pattern = LO * u64::from(byte);
+    let mut chunks = hay.chunks_exact(8);
+    let mut at = 0;
+    for chunk in chunks.by_ref() {
+        let x = u64::from_le_bytes(chunk.try_into().expect("8 bytes")) ^ pattern;
+        let found = x.wrapping_sub(LO) & !x & HI;
+        if found != 0 {
+            // The lowest flagged byte is exact (only bytes above a real
+            // zero byte can be flagged falsely).
+            return Some(at + found.trailing_zeros() as usize / 8);
+        }
+        at += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&b| b == byte)
+        .map(|i| at + i)
 }
 
 /// Strip the end-of-line marker's `\r`; None when the line is too long.
@@ -53,11 +83,22 @@ fn finish(line: &[u8]) -> Option<&[u8]> {
 }
 
 impl LineBuf {
+    /// Append to the partial line (the caller checked that it fits).
+    fn extend(&mut self, bytes: &[u8]) -> &[u8] {
+        let buf = self
+            .partial
+            .get_or_insert_with(|| Box::new([0; MAX_LINE + 1]));
+        let (from, to) = (usize::from(self.len), usize::from(self.len) + bytes.len());
+        buf[from..to].copy_from_slice(bytes);
+        self.len = to as u16;
+        &buf[..to]
+    }
+
     /// Feed in-order bytes; `on_line` gets each [`Line`] event with the
     /// number of bytes of `data` up to and including its `\n`.
     pub fn push(&mut self, data: &[u8], mut on_line: impl FnMut(Line<'_>, usize)) {
         let mut rest = data;
-        while let Some(nl) = rest.iter().position(|&b| b == b'\n') {
+        while let Some(nl) = find_byte(rest, b'\n') {
             let (head, tail) = (&rest[..nl], &rest[nl + 1..]);
             let end = data.len() - tail.len();
             rest = tail;
@@ -65,11 +106,11 @@ impl LineBuf {
                 Some(Discard::Long) => on_line(Line::TooLong, end),
                 Some(Discard::AfterGap) => on_line(Line::Synced, end),
                 None => {
-                    let whole = if self.partial.is_empty() {
+                    let pending = usize::from(self.len);
+                    let whole = if pending == 0 {
                         finish(head)
-                    } else if self.partial.len() + head.len() <= MAX_LINE + 1 {
-                        self.partial.extend_from_slice(head);
-                        finish(&self.partial)
+                    } else if pending + head.len() <= MAX_LINE + 1 {
+                        finish(self.extend(head))
                     } else {
                         None
                     };
@@ -79,15 +120,15 @@ impl LineBuf {
                     }
                 }
             }
-            self.partial.clear();
+            self.len = 0;
         }
         if self.discarding.is_none() && !rest.is_empty() {
             // +1: the `\r` of the end-of-line marker may already be here.
-            if self.partial.len() + rest.len() > MAX_LINE + 1 {
-                self.partial.clear();
+            if usize::from(self.len) + rest.len() > MAX_LINE + 1 {
+                self.len = 0;
                 self.discarding = Some(Discard::Long);
             } else {
-                self.partial.extend_from_slice(rest);
+                self.extend(rest);
             }
         }
     }
@@ -95,13 +136,13 @@ impl LineBuf {
     /// Bytes were lost before what comes next: drop any partial line and
     /// everything up to the next end of line.
     pub fn resync(&mut self) {
-        self.partial.clear();
+        self.len = 0;
         self.discarding = Some(Discard::AfterGap);
     }
 
     /// Bytes held for an unfinished line (for memory accounting).
     pub fn pending(&self) -> usize {
-        self.partial.len()
+        usize::from(self.len)
     }
 }
 
@@ -124,6 +165,13 @@ mod tests {
             });
         }
         (out, long)
+    }
+
+    proptest! {
+        #[test]
+        fn find_byte_is_position(hay in proptest::collection::vec(prop_oneof![Just(b'\n'), Just(0u8), Just(0x8a), any::<u8>()], 0..40), byte in prop_oneof![Just(b'\n'), any::<u8>()]) {
+            prop_assert_eq!(find_byte(&hay, byte), hay.iter().position(|&b| b == byte));
+        }
     }
 
     #[test]
