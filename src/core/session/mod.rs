@@ -274,9 +274,8 @@ pub struct Session {
     pub current: Option<Negotiation>,
     /// When the current rules expire, microseconds.
     pub rules_expire: u64,
-    /// Met mid-stream rather than from its SYN.
-    picked: bool,
-    /// The pickup in progress, or on probation (rare: boxed).
+    /// Met mid-stream rather than from its SYN: the pickup in progress,
+    /// or on probation, or done (rare: boxed).
     pickup: Option<Box<pickup::Pickup>>,
 }
 
@@ -310,7 +309,7 @@ impl Session {
     /// sides agree and the state table vouches (see [`pickup`]).
     pub fn mid_stream(id: u32, client: SocketAddr, server: SocketAddr, now: u64) -> Self {
         let mut s = Session::blank(id, client, server, Phase::PickingUp, now);
-        s.picked = true;
+        s.pickup = Some(Box::default());
         s
     }
 
@@ -331,7 +330,6 @@ impl Session {
             gate: Gate::Open,
             current: None,
             rules_expire: 0,
-            picked: false,
             pickup: None,
         }
     }
@@ -359,7 +357,7 @@ impl Session {
         if let (Phase::Verifying, Some(real)) = (self.phase, real_client) {
             self.real_client = real;
             // A picked-up connection is past its handshake.
-            self.phase = if self.picked {
+            self.phase = if self.pickup.is_some() {
                 Phase::Established
             } else {
                 Phase::Verified
@@ -488,7 +486,7 @@ impl Session {
             let loss = r == Reject::AckUnsent || (r == Reject::Window && ahead);
             // On probation, a segment of another sequence space may be the
             // real endpoints contradicting what a spoofer sent first.
-            let contest = self.pickup.is_some()
+            let contest = self.on_probation()
                 && matches!(r, Reject::Window | Reject::AckUnsent | Reject::AckTooOld);
             if loss || contest {
                 self.candidate(from_client, &view, ds, notes);
@@ -636,7 +634,7 @@ impl Session {
             at >= st.next && (at - st.next) as u32 <= reach
         };
         if !(near(&self.c2s, c.seq) && near(&self.s2c, s.seq) && pickup::agree(&c, &s)) {
-            if self.pickup.is_some() && self.contest(c, s) {
+            if self.on_probation() && self.contest(c, s) {
                 notes(Note::Contested);
             }
             return;

@@ -66,7 +66,8 @@ impl Glimpse {
 pub(crate) struct Pickup {
     client: Option<Glimpse>,
     server: Option<Glimpse>,
-    /// Where each direction continued (client, server), once agreed.
+    /// Where each direction continued (client, server), from agreement
+    /// until probation is over.
     synced: Option<(Seq, Seq)>,
 }
 
@@ -100,7 +101,7 @@ impl Session {
     /// True while the session was met mid-stream and has not been synced
     /// and vouched for yet (it is not logged as a session until then).
     pub fn picking_up(&self) -> bool {
-        self.phase == Phase::PickingUp || (self.phase == Phase::Verifying && self.picked)
+        self.phase == Phase::PickingUp || (self.phase == Phase::Verifying && self.pickup.is_some())
     }
 
     /// A segment of a connection met mid-stream: keep it as its side's
@@ -143,10 +144,11 @@ impl Session {
             Some(boundary) => Gate::After(boundary),
             None => Gate::Pending,
         };
-        self.pickup = Some(Box::new(Pickup {
+        let p = self.pickup.get_or_insert_with(Box::default);
+        **p = Pickup {
             synced: Some((c.end, s.end)),
             ..Pickup::default()
-        }));
+        };
     }
 
     /// On probation, a pair that agrees with itself but not with where the
@@ -156,7 +158,10 @@ impl Session {
             return false;
         };
         if self.c2s.acked > cs && self.s2c.acked > ss {
-            self.pickup = None; // a round trip each way: probation is over
+            // A round trip each way: probation is over.
+            if let Some(p) = self.pickup.as_mut() {
+                p.synced = None;
+            }
             return false;
         }
         if !agree(&c, &s) {
@@ -176,7 +181,12 @@ impl Session {
 
     /// The window of a picked-up session is never known (no scale).
     pub(super) fn window_known(&self) -> bool {
-        !self.picked
+        self.pickup.is_none()
+    }
+
+    /// Synced mid-stream, and no round trip acknowledged both ways yet.
+    pub(super) fn on_probation(&self) -> bool {
+        self.pickup.as_ref().is_some_and(|p| p.synced.is_some())
     }
 }
 
