@@ -186,15 +186,17 @@ mod tests {
         out
     }
 
+    /// A socket path in a directory of the test's own: tests run in
+    /// parallel, and one removing a shared directory while another binds
+    /// in it would fail the other.
     fn socket_path(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("ftpsesame-log-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("ftpsesame-log-{}-{name}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
-        dir.join(name)
+        dir.join("log")
     }
 
     fn cleanup(path: &Path) {
         let _ = std::fs::remove_file(path);
-        // The last test to finish removes the shared directory.
         let _ = path.parent().map(std::fs::remove_dir);
     }
 
