@@ -506,7 +506,23 @@ fn verify(
 ) -> bool {
     let id = sess.id;
     match fw.lookup(sess.client, sess.server) {
-        Ok(State::Tracked { real_client }) => {
+        Ok(State::Tracked { real_client, seqs }) => {
+            if let Some(seqs) = seqs
+                && sess.picking_up()
+                && !sess.agrees_with(&seqs)
+            {
+                stats.untracked += 1;
+                if log::enabled(Level::Notice) && noisy.allow(ts) {
+                    let (c, s) = (sess.client, sess.server);
+                    log::log(
+                        Level::Notice,
+                        format_args!(
+                            "#{id} pickup refused: {c} to {s} outside the state table's sequence windows"
+                        ),
+                    );
+                }
+                return false;
+            }
             sess.verified(Some(real_client));
             true
         }

@@ -132,10 +132,44 @@ impl std::error::Error for Error {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum State {
     /// Tracked. `real_client` is the client's address before NAT; it equals
-    /// the captured client address when no NAT is involved.
-    Tracked { real_client: IpAddr },
+    /// the captured client address when no NAT is involved. `seqs` is what
+    /// the table knows of each side's sequence numbers, when it follows
+    /// them (pf); a connection picked up mid-stream must agree with it.
+    Tracked {
+        real_client: IpAddr,
+        seqs: Option<Seqs>,
+    },
     /// The firewall has no state for this connection: do not trust it.
     NotTracked,
+}
+
+/// The sequence numbers a state table would accept next from each side of
+/// a connection, in the numbering the capture sees (after any sequence
+/// modulation the firewall applies on the way).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Seqs {
+    pub client: SeqRange,
+    pub server: SeqRange,
+}
+
+/// From `lo` up to `hi` on the 32-bit sequence circle (RFC 1982): for a
+/// sender, its oldest byte still acceptable to the table (its highest
+/// sent minus the receiver's largest window) up to the right edge of the
+/// receiver's window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SeqRange {
+    pub lo: u32,
+    pub hi: u32,
+}
+
+impl SeqRange {
+    /// True when `seq` lies within the range widened by `slack` on each
+    /// side (the capture may be a little ahead of or behind the table).
+    pub fn holds(&self, seq: u32, slack: u32) -> bool {
+        let from = self.lo.wrapping_sub(slack);
+        let span = self.hi.wrapping_sub(from).saturating_add(slack);
+        seq.wrapping_sub(from) <= span
+    }
 }
 
 /// A packet-filter backend.
@@ -168,6 +202,18 @@ mod tests {
     use std::error::Error as _;
 
     use super::*;
+
+    #[test]
+    fn ranges_wrap_around_the_circle() {
+        let r = SeqRange {
+            lo: u32::MAX - 10,
+            hi: 20,
+        };
+        assert!(r.holds(u32::MAX, 0) && r.holds(0, 0) && r.holds(20, 0));
+        assert!(!r.holds(21, 0) && !r.holds(u32::MAX - 11, 0));
+        assert!(r.holds(25, 5) && r.holds(u32::MAX - 15, 5));
+        assert!(!r.holds(1 << 31, 1000));
+    }
 
     #[test]
     fn display_is_the_log_line_and_source_the_os_error() {

@@ -25,6 +25,7 @@ fn engine(ports: &str) -> (Engine, Rc<RefCell<Script>>) {
     let (fw, script) = Recorder::new();
     script.borrow_mut().lookup = Ok(State::Tracked {
         real_client: sa(C).ip(),
+        seqs: None,
     });
     let cfg = Config {
         link: Link::Ethernet,
@@ -263,4 +264,34 @@ fn a_pickup_the_state_table_does_not_know_opens_nothing() {
     assert!(made.iter().all(|c| c.starts_with("lookup(")), "{made:?}");
     assert_eq!(e.stats.picked_up, 0);
     assert_eq!(e.stats.committed, 0);
+}
+
+#[test]
+fn a_pickup_outside_the_tables_sequence_windows_is_refused() {
+    use crate::core::firewall::{SeqRange, Seqs};
+    let far = SeqRange {
+        lo: 0x8000_0000,
+        hi: 0x8001_0000,
+    };
+    for (client, refused) in [(far, true), (SeqRange { lo: 1, hi: 70_000 }, false)] {
+        let (mut e, script) = engine("port 21");
+        script.borrow_mut().lookup = Ok(State::Tracked {
+            real_client: sa(C).ip(),
+            seqs: Some(Seqs {
+                client,
+                server: SeqRange { lo: 2, hi: 70_000 },
+            }),
+        });
+        let mut c = Conversation::new(sa(C), sa(S), 1, 2);
+        let _ = c.handshake();
+        let f = [
+            c.client(b"TYPE I\r\n"),
+            c.server(b"200 ok\r\n"),
+            c.client(b"PASV\r\n"),
+            c.server(b"227 Entering Passive Mode (198,51,100,2,195,80)\r\n"),
+        ];
+        run(&mut e, &f);
+        assert_eq!(e.stats.picked_up, u64::from(!refused), "{client:?}");
+        assert_eq!(e.stats.committed, u64::from(!refused), "{client:?}");
+    }
 }

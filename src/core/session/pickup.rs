@@ -24,7 +24,10 @@
 //! applies) for the session's life. Timestamps are checked (PAWS) when
 //! both glimpses carried them, as only a connection that negotiated them
 //! sends them. Then the state table must vouch for the connection
-//! ([`Decision::Verify`](super::Decision::Verify)).
+//! ([`Decision::Verify`](super::Decision::Verify)), and where it follows
+//! sequence numbers (pf), agree with where the pickup continues
+//! ([`Session::agrees_with`]): then even a pair spoofed on both sides is
+//! refused.
 //!
 //! Until a round trip of data after the pickup was acknowledged in both
 //! directions, the pickup is on probation: a later pair of segments that
@@ -34,6 +37,10 @@
 
 use super::{Candidate, Gate, Lines, MAX_GAP, Phase, Seq, Session, Stream};
 use crate::core::decode::{Checksum, Control, Flags, Segment};
+use crate::core::firewall::Seqs;
+
+/// How far a pickup may be from the state table's windows.
+const TABLE_SLACK: u32 = 1 << 16;
 
 /// What is kept of one side's latest segment while picking up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -177,6 +184,16 @@ impl Session {
         };
         self.sync(glimpse(c), glimpse(s));
         true
+    }
+
+    /// The state table follows sequence numbers (pf): both directions of a
+    /// pickup must continue where the table would accept the sides' next
+    /// bytes, give or take [`TABLE_SLACK`] (the capture may be ahead of or
+    /// behind the table). A pair of spoofed segments that agree with each
+    /// other does not agree with the table.
+    pub fn agrees_with(&self, seqs: &Seqs) -> bool {
+        seqs.client.holds(self.c2s.next.0, TABLE_SLACK)
+            && seqs.server.holds(self.s2c.next.0, TABLE_SLACK)
     }
 
     /// The window of a picked-up session is never known (no scale).
@@ -428,5 +445,30 @@ mod tests {
         let (c, s) = (m.cseq, m.sseq);
         assert!(!m.seg(false, s, c + 8, b"200 ok\r\n").verify);
         assert!(m.seg(true, c, s, b"TYPE I\r\n").verify);
+    }
+
+    #[test]
+    fn a_table_that_follows_sequence_numbers_must_agree() {
+        use crate::core::firewall::SeqRange;
+        let mut m = Mid::new();
+        m.verifies = usize::MAX; // verify by hand below
+        let c = segment(m.c, m.s, 1000, 5000, PSH_ACK, b"TYPE I\r\n");
+        let s = segment(m.s, m.c, 5000, 1008, PSH_ACK, b"200 ok\r\n");
+        m.sess.on_segment(&c, 1, &mut |_| {});
+        assert!(m.sess.on_segment(&s, 1, &mut |_| {}).verify);
+        let range = |lo: u32| SeqRange {
+            lo,
+            hi: lo + 64_000,
+        };
+        let table = |c, s| Seqs {
+            client: range(c),
+            server: range(s),
+        };
+        // Where the real endpoints are (the table saw a little more).
+        assert!(m.sess.agrees_with(&table(1000, 5000)));
+        assert!(m.sess.agrees_with(&table(1008 + 100, 5008 + 100)));
+        // A pair spoofed on both sides, far from the table's windows.
+        assert!(!m.sess.agrees_with(&table(900_000_000, 5000)));
+        assert!(!m.sess.agrees_with(&table(1000, 3_000_000_000)));
     }
 }

@@ -175,7 +175,10 @@ impl<D: PfDevice> Firewall for PfEngine<D> {
                 } else {
                     real
                 };
-                return Ok(State::Tracked { real_client });
+                return Ok(State::Tracked {
+                    real_client,
+                    seqs: None,
+                });
             }
         }
         Ok(State::NotTracked)
@@ -489,7 +492,8 @@ mod tests {
         assert_eq!(
             e.lookup(c, s).unwrap(),
             State::Tracked {
-                real_client: "192.0.2.2".parse().unwrap()
+                real_client: "192.0.2.2".parse().unwrap(),
+                seqs: None,
             }
         );
 
@@ -499,7 +503,8 @@ mod tests {
         assert_eq!(
             e.lookup(c, s).unwrap(),
             State::Tracked {
-                real_client: c.ip()
+                real_client: c.ip(),
+                seqs: None,
             }
         );
         assert_eq!(calls_after_open(&e), vec![Call::Natlook { dir: 1 }]);
