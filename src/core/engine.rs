@@ -506,11 +506,8 @@ fn verify(
 ) -> bool {
     let id = sess.id;
     match fw.lookup(sess.client, sess.server) {
-        Ok(State::Tracked { real_client, seqs }) => {
-            if let Some(seqs) = seqs
-                && sess.picking_up()
-                && !sess.agrees_with(&seqs)
-            {
+        Ok(State::Tracked { real_client }) => {
+            if sess.picking_up() && !agrees_with_table(fw, sess) {
                 stats.untracked += 1;
                 if log::enabled(Level::Notice) && noisy.allow(ts) {
                     let (c, s) = (sess.client, sess.server);
@@ -545,6 +542,20 @@ fn verify(
             logmsg!(Level::Err, "#{id} state lookup failed: {e}");
             stats.untracked += 1;
             false
+        }
+    }
+}
+
+/// A pickup agrees with the state table's sequence windows, where the
+/// table follows them; when it cannot be asked, the pickup stands on the
+/// pair's agreement alone.
+fn agrees_with_table(fw: &mut dyn Firewall, sess: &Session) -> bool {
+    match fw.seqs(sess.client, sess.server) {
+        Ok(Some(seqs)) => sess.agrees_with(&seqs),
+        Ok(None) => true,
+        Err(e) => {
+            logmsg!(Level::Err, "#{} state windows lookup failed: {e}", sess.id);
+            true
         }
     }
 }

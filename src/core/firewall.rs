@@ -132,13 +132,8 @@ impl std::error::Error for Error {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum State {
     /// Tracked. `real_client` is the client's address before NAT; it equals
-    /// the captured client address when no NAT is involved. `seqs` is what
-    /// the table knows of each side's sequence numbers, when it follows
-    /// them (pf); a connection picked up mid-stream must agree with it.
-    Tracked {
-        real_client: IpAddr,
-        seqs: Option<Seqs>,
-    },
+    /// the captured client address when no NAT is involved.
+    Tracked { real_client: IpAddr },
     /// The firewall has no state for this connection: do not trust it.
     NotTracked,
 }
@@ -188,6 +183,15 @@ pub trait Firewall {
 
     /// Remove everything this process added (shutdown, or start-up clean-up).
     fn flush(&mut self) -> Result<(), Error>;
+
+    /// What the state table knows of the sequence numbers of the tracked
+    /// connection `client -> server` (as captured), when it follows them
+    /// (pf does; Linux's conntrack does not tell): asked only for a
+    /// connection picked up mid-stream, which must agree with it. None
+    /// when the table does not follow them or does not hold it.
+    fn seqs(&mut self, _client: SocketAddr, _server: SocketAddr) -> Result<Option<Seqs>, Error> {
+        Ok(None)
+    }
 
     /// Periodic housekeeping, called from the engine's tick with its clock
     /// `now` (microseconds; capture time, so in a replay the capture's).

@@ -24,7 +24,6 @@ impl Firewall for DryRun {
     fn lookup(&mut self, client: SocketAddr, _server: SocketAddr) -> Result<State, Error> {
         Ok(State::Tracked {
             real_client: client.ip(),
-            seqs: None,
         })
     }
 

@@ -7,7 +7,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
 
-use crate::core::firewall::{Error, Firewall, State};
+use crate::core::firewall::{Error, Firewall, Seqs, State};
 use crate::core::rule::Rule;
 
 /// What the test sees and scripts.
@@ -21,6 +21,8 @@ pub(crate) struct Script {
     pub fail_replace: Option<&'static str>,
     /// The clock of each `expire` call (kept apart: every tick makes one).
     pub expired: Vec<u64>,
+    /// The state table's sequence windows.
+    pub seqs: Option<Seqs>,
 }
 
 /// The firewall half: hand it to the engine, keep the `Rc` to look.
@@ -34,6 +36,7 @@ impl Recorder {
             lookup: Err("unscripted"),
             fail_replace: None,
             expired: Vec::new(),
+            seqs: None,
         }));
         (Recorder(script.clone()), script)
     }
@@ -78,5 +81,9 @@ impl Firewall for Recorder {
 
     fn expire(&mut self, now: u64) {
         self.0.borrow_mut().expired.push(now);
+    }
+
+    fn seqs(&mut self, _client: SocketAddr, _server: SocketAddr) -> Result<Option<Seqs>, Error> {
+        Ok(self.0.borrow().seqs)
     }
 }

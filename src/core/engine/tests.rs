@@ -25,7 +25,6 @@ fn engine(ports: &str) -> (Engine, Rc<RefCell<Script>>) {
     let (fw, script) = Recorder::new();
     script.borrow_mut().lookup = Ok(State::Tracked {
         real_client: sa(C).ip(),
-        seqs: None,
     });
     let cfg = Config {
         link: Link::Ethernet,
@@ -275,12 +274,9 @@ fn a_pickup_outside_the_tables_sequence_windows_is_refused() {
     };
     for (client, refused) in [(far, true), (SeqRange { lo: 1, hi: 70_000 }, false)] {
         let (mut e, script) = engine("port 21");
-        script.borrow_mut().lookup = Ok(State::Tracked {
-            real_client: sa(C).ip(),
-            seqs: Some(Seqs {
-                client,
-                server: SeqRange { lo: 2, hi: 70_000 },
-            }),
+        script.borrow_mut().seqs = Some(Seqs {
+            client,
+            server: SeqRange { lo: 2, hi: 70_000 },
         });
         let mut c = Conversation::new(sa(C), sa(S), 1, 2);
         let _ = c.handshake();

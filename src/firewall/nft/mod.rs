@@ -623,10 +623,7 @@ impl Nft {
 impl Firewall for Nft {
     fn lookup(&mut self, client: SocketAddr, server: SocketAddr) -> Result<State, Error> {
         match self.ct.lookup(client, server).map_err(Error::Lookup)? {
-            Some(real_client) => Ok(State::Tracked {
-                real_client,
-                seqs: None,
-            }),
+            Some(real_client) => Ok(State::Tracked { real_client }),
             None => Ok(State::NotTracked),
         }
     }

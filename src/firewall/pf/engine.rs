@@ -175,10 +175,7 @@ impl<D: PfDevice> Firewall for PfEngine<D> {
                 } else {
                     real
                 };
-                return Ok(State::Tracked {
-                    real_client,
-                    seqs: None,
-                });
+                return Ok(State::Tracked { real_client });
             }
         }
         Ok(State::NotTracked)
@@ -493,7 +490,6 @@ mod tests {
             e.lookup(c, s).unwrap(),
             State::Tracked {
                 real_client: "192.0.2.2".parse().unwrap(),
-                seqs: None,
             }
         );
 
@@ -504,7 +500,6 @@ mod tests {
             e.lookup(c, s).unwrap(),
             State::Tracked {
                 real_client: c.ip(),
-                seqs: None,
             }
         );
         assert_eq!(calls_after_open(&e), vec![Call::Natlook { dir: 1 }]);
