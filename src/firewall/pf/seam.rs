@@ -11,6 +11,10 @@ use crate::firewall::Error;
 
 /// What a read of the state table gave.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(
+    all(target_os = "macos", not(test)),
+    expect(dead_code, reason = "macOS's device reads no windows")
+)]
 pub(crate) enum Dump {
     /// The table was read: `states` in all, `matched` of them TCP states
     /// of the queried connection (the first `out.len()` of them copied).
