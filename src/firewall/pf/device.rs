@@ -9,9 +9,15 @@ use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
 
-use super::ffi::{self, FlatNatlook, FlatRule};
-use super::seam::{PfDevice, Ticket, open_dev_pf};
+use super::ffi::{self, FlatNatlook, FlatRule, FlatState};
+use super::seam::{Dump, PfDevice, Ticket, open_dev_pf};
 use crate::firewall::Error;
+
+/// The state dump's ioctl, as pfctl would name it in an error.
+#[cfg(target_os = "freebsd")]
+const STATES_IOCTL: &str = "DIOCGETSTATESV2";
+#[cfg(not(target_os = "freebsd"))]
+const STATES_IOCTL: &str = "DIOCGETSTATES";
 
 /// `/dev/pf`, opened read-write.
 pub(crate) struct BsdDevice {
@@ -53,8 +59,17 @@ impl BsdDevice {
     /// stale object file).
     pub(crate) fn open() -> Result<BsdDevice, Error> {
         // SAFETY: plain functions returning sizeof.
-        let (rs, ns) = unsafe { (ffi::ftps_rule_size(), ffi::ftps_natlook_size()) };
-        if rs != std::mem::size_of::<FlatRule>() || ns != std::mem::size_of::<FlatNatlook>() {
+        let (rs, ns, ss) = unsafe {
+            (
+                ffi::ftps_rule_size(),
+                ffi::ftps_natlook_size(),
+                ffi::ftps_state_size(),
+            )
+        };
+        if rs != std::mem::size_of::<FlatRule>()
+            || ns != std::mem::size_of::<FlatNatlook>()
+            || ss != std::mem::size_of::<FlatState>()
+        {
             return Err(Error::Open {
                 what: "pf glue",
                 source: io::Error::new(io::ErrorKind::InvalidData, "layout mismatch"),
@@ -116,6 +131,33 @@ impl PfDevice for BsdDevice {
             ffi::ftps_pf_rollback(self.fd(), a, ticket.rules)
         })?;
         Ok(())
+    }
+
+    fn states(
+        &mut self,
+        q: &FlatNatlook,
+        max_bytes: usize,
+        out: &mut [FlatState],
+    ) -> Result<Dump, Error> {
+        let cap = u32::try_from(out.len()).unwrap_or(u32::MAX);
+        let mut total = 0u32;
+        // SAFETY: q is a valid FlatNatlook; out is writable for cap
+        // elements, which is all the glue writes; total is a valid
+        // out-pointer.
+        let rc = unsafe {
+            ffi::ftps_pf_states(self.fd(), q, max_bytes, out.as_mut_ptr(), cap, &mut total)
+        };
+        let states = total as usize;
+        match -rc {
+            libc::EFBIG => Ok(Dump::TooLarge { states }),
+            // No window export here, or a kernel that no longer knows the
+            // ioctl or this export's version.
+            libc::EOPNOTSUPP | libc::ENOTTY | libc::ENODEV => Ok(Dump::Unsupported),
+            _ => {
+                let matched = check(STATES_IOCTL, rc)? as usize;
+                Ok(Dump::Read { states, matched })
+            }
+        }
     }
 
     fn list_anchors(&mut self, parent: &str) -> Result<Vec<String>, Error> {

@@ -2,7 +2,9 @@
 //! `/dev/pf` on the BSDs and the pfctl crate on macOS. It owns the
 //! per-session bookkeeping (which sessions' anchors hold rules), turns a
 //! replace into one transaction on the session's anchor, rolls back on
-//! failure, and takes over anchors of dead instances.
+//! failure, takes over anchors of dead instances, and reads a picked-up
+//! connection's sequence windows from one bounded dump of the state table
+//! (macOS's device cannot: there a pickup stands on its pair alone).
 //!
 //! pf rules have no timeout, so adopting a dead instance's anchor means
 //! owning it with a deadline: at start such anchors are kept (their
@@ -20,12 +22,25 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::ffi::{Dir, FlatNatlook, FlatRule};
-use super::seam::PfDevice;
+use super::ffi::{Dir, FlatNatlook, FlatRule, FlatState};
+use super::seam::{Dump, PfDevice};
+use super::window::seqs_of;
+use crate::core::firewall::Seqs;
 use crate::core::log::Level;
 use crate::core::rule::{Rule, RuleOptions};
 use crate::firewall::{Error, Firewall, State};
 use crate::logmsg;
+
+/// The most a pickup's read of the state table may take: 16 MiB, room
+/// for about 35,000 states on FreeBSD (384 bytes each) and 50,000 on
+/// OpenBSD (264), with a quarter to spare for states added while it is
+/// read. A larger table is not read and the pickup stands on its pair
+/// alone.
+const MAX_DUMP_BYTES: usize = 16 << 20;
+
+/// States of one connection copied out of a dump: one per interface it
+/// crosses is the usual; more than this and none is trusted.
+const MAX_MATCHES: usize = 8;
 
 /// Name of the parent anchor; each session gets `ftpsesame/<pid>.<id>`.
 const ANCHOR_PARENT: &str = "ftpsesame";
@@ -46,6 +61,13 @@ fn parse_child(name: &str) -> Option<(u32, u32)> {
     Some((pid.parse().ok()?, id.parse().ok()?))
 }
 
+/// Whether the `n`th time a pickup's table was too large to read is
+/// logged: the first time, then ever more rarely (after a restart every
+/// open session may be picked up at once).
+fn worth_logging(n: u64) -> bool {
+    n.is_power_of_two()
+}
+
 /// Transactions, state check and clean-up over any [`PfDevice`].
 pub(crate) struct PfEngine<D: PfDevice> {
     dev: D,
@@ -60,6 +82,9 @@ pub(crate) struct PfEngine<D: PfDevice> {
     hold_us: u64,
     /// When they go, on the engine's clock; set by the first `expire`.
     deadline: Option<u64>,
+    /// Pickups whose windows were not read because the state table was
+    /// over [`MAX_DUMP_BYTES`].
+    tables_too_large: u64,
 }
 
 impl<D: PfDevice> PfEngine<D> {
@@ -86,6 +111,7 @@ impl<D: PfDevice> PfEngine<D> {
             adopted: Vec::new(),
             hold_us: rule_timeout.as_micros().min(u128::from(u64::MAX)) as u64,
             deadline: None,
+            tables_too_large: 0,
         };
         e.adopt()?;
         Ok(e)
@@ -179,6 +205,39 @@ impl<D: PfDevice> Firewall for PfEngine<D> {
             }
         }
         Ok(State::NotTracked)
+    }
+
+    /// One read of the whole state table (bounded by [`MAX_DUMP_BYTES`]),
+    /// its states of this connection turned into ranges by
+    /// [`seqs_of`](super::window::seqs_of). Asked once per pickup, never
+    /// per packet.
+    fn seqs(&mut self, client: SocketAddr, server: SocketAddr) -> Result<Option<Seqs>, Error> {
+        let q = FlatNatlook::query(client, server, Dir::In)?;
+        let mut found = [FlatState::default(); MAX_MATCHES];
+        match self.dev.states(&q, MAX_DUMP_BYTES, &mut found)? {
+            Dump::Unsupported => Ok(None),
+            Dump::TooLarge { states } => {
+                self.tables_too_large += 1;
+                let n = self.tables_too_large;
+                if worth_logging(n) {
+                    logmsg!(
+                        Level::Warning,
+                        "pf state table too large to read windows ({states} states, over {} MiB): \
+                         pickups checked by their pair alone ({n} so far)",
+                        MAX_DUMP_BYTES >> 20
+                    );
+                }
+                Ok(None)
+            }
+            Dump::Read { matched, .. } if matched > MAX_MATCHES => {
+                logmsg!(
+                    Level::Debug,
+                    "{matched} pf states for {client} -> {server}: windows not used"
+                );
+                Ok(None)
+            }
+            Dump::Read { matched, .. } => Ok(seqs_of(&found[..matched], client, server)),
+        }
     }
 
     fn replace(&mut self, session: u32, _old: &[Rule], new: &[Rule]) -> Result<(), Error> {
@@ -519,6 +578,283 @@ mod tests {
             render(held),
             "pass in log inet6 proto tcp from 2001:db8::2 to 2001:db8:1::2 port 1024 flags S/SAFR keep state tag ftpok queue ftp"
         );
+    }
+
+    mod windows {
+        //! `seqs`: the connection's states found in a dump, in either key
+        //! order and under NAT, modulation converted where the capture's
+        //! end is known, and no answer otherwise.
+
+        use super::*;
+        use crate::core::firewall::SeqRange;
+        use crate::firewall::pf::ffi::{FlatKey, FlatPeer, addr_bytes};
+        use crate::firewall::pf::seam::fake::STATE_BYTES;
+
+        fn sa(s: &str) -> SocketAddr {
+            s.parse().unwrap()
+        }
+
+        /// A key with `a` at index 0 and `b` at index 1.
+        fn key(a: &str, b: &str) -> FlatKey {
+            let (a, b) = (sa(a), sa(b));
+            let (af, a_ip) = addr_bytes(a.ip());
+            let (_, b_ip) = addr_bytes(b.ip());
+            FlatKey {
+                af,
+                port: [a.port().to_be(), b.port().to_be()],
+                addr: [a_ip, b_ip],
+                ..FlatKey::default()
+            }
+        }
+
+        fn peer(seqlo: u32, seqhi: u32, max_win: u16) -> FlatPeer {
+            FlatPeer {
+                seqlo,
+                seqhi,
+                max_win,
+                ..FlatPeer::default()
+            }
+        }
+
+        const CLIENT: &str = "192.0.2.2:40594";
+        const SERVER: &str = "198.51.100.2:21";
+        /// The client as NAT shows it outside.
+        const NATTED: &str = "203.0.113.1:61000";
+
+        /// The client's side of the state: sent up to 1000, may send to
+        /// 9000, advertised at most 2000.
+        fn client_peer() -> FlatPeer {
+            peer(1000, 9000, 2000)
+        }
+
+        /// The server's: sent up to 5000, may send to 11000, window 4000.
+        fn server_peer() -> FlatPeer {
+            peer(5000, 11000, 4000)
+        }
+
+        /// What the table allows from each side when neither modulates:
+        /// from its sent edge less the other's window to its window edge.
+        fn plain() -> Seqs {
+            Seqs {
+                client: SeqRange {
+                    lo: 1000u32.wrapping_sub(4000),
+                    hi: 9000,
+                },
+                server: SeqRange {
+                    lo: 5000 - 2000,
+                    hi: 11000,
+                },
+            }
+        }
+
+        fn state(
+            dir: Dir,
+            wire: FlatKey,
+            stack: FlatKey,
+            src: FlatPeer,
+            dst: FlatPeer,
+        ) -> FlatState {
+            FlatState {
+                dir: dir as u8,
+                key: [wire, stack],
+                src,
+                dst,
+                ..FlatState::default()
+            }
+        }
+
+        /// A state of another connection of the same client, with other
+        /// numbers: never to be taken for the one asked about.
+        fn decoy() -> FlatState {
+            let k = key("192.0.2.2:40595", SERVER);
+            state(Dir::In, k, k, peer(7, 8, 9), peer(10, 11, 12))
+        }
+
+        fn seqs(table: Vec<FlatState>, client: &str) -> Option<Seqs> {
+            let mut dev = Recorder::new();
+            dev.table = table;
+            let mut e = engine(dev, RuleOptions::default());
+            let got = e.seqs(sa(client), sa(SERVER)).unwrap();
+            assert_eq!(
+                calls_after_open(&e),
+                vec![Call::States {
+                    max_bytes: MAX_DUMP_BYTES
+                }]
+            );
+            got
+        }
+
+        #[test]
+        fn the_connections_state_in_either_key_order() {
+            // Created by the client's SYN coming in: the key is in wire
+            // order, client first.
+            let k = key(CLIENT, SERVER);
+            let inbound = state(Dir::In, k, k, client_peer(), server_peer());
+            assert_eq!(seqs(vec![decoy(), inbound], CLIENT), Some(plain()));
+            // Created by the SYN going out: the key is reversed.
+            let k = key(SERVER, CLIENT);
+            let outbound = state(Dir::Out, k, k, client_peer(), server_peer());
+            assert_eq!(seqs(vec![outbound, decoy()], CLIENT), Some(plain()));
+            // Created by the server's segment (pf met the connection
+            // mid-stream): the server is the state's source.
+            let k = key(SERVER, CLIENT);
+            let by_server = state(Dir::In, k, k, server_peer(), client_peer());
+            assert_eq!(seqs(vec![by_server], CLIENT), Some(plain()));
+        }
+
+        #[test]
+        fn window_scale_widens_the_range_back() {
+            let k = key(CLIENT, SERVER);
+            let mut c = client_peer();
+            let mut s = server_peer();
+            (c.scaled, c.wscale, s.scaled, s.wscale) = (1, 2, 1, 3);
+            let got = seqs(vec![state(Dir::In, k, k, c, s)], CLIENT).unwrap();
+            assert_eq!(got.client.lo, 1000u32.wrapping_sub(4000 << 3));
+            assert_eq!(got.server.lo, 5000u32.wrapping_sub(2000 << 2));
+            assert_eq!((got.client.hi, got.server.hi), (9000, 11000));
+        }
+
+        /// Outbound with NAT: the stack key holds the client's own
+        /// address, the wire key the translated one.
+        fn natted(src: FlatPeer, dst: FlatPeer) -> FlatState {
+            state(Dir::Out, key(SERVER, NATTED), key(SERVER, CLIENT), src, dst)
+        }
+
+        #[test]
+        fn nat_is_found_from_either_side() {
+            let st = natted(client_peer(), server_peer());
+            assert_eq!(seqs(vec![decoy(), st], CLIENT), Some(plain()));
+            assert_eq!(seqs(vec![st], NATTED), Some(plain()));
+            // Neither key names the client's other port.
+            assert_eq!(seqs(vec![st], "192.0.2.2:40000"), None);
+        }
+
+        #[test]
+        fn modulation_is_converted_where_the_capture_is_known() {
+            const CD: u32 = 0x1000_0000;
+            const SD: u32 = 0x2000_0000;
+            let mut c = client_peer();
+            let mut s = server_peer();
+            (c.seqdiff, s.seqdiff) = (CD, SD);
+            let st = natted(c, s);
+            let shifted = |r: SeqRange, d: u32| SeqRange {
+                lo: r.lo.wrapping_add(d),
+                hi: r.hi.wrapping_add(d),
+            };
+            // Outside (the wire key): the client's segments have passed
+            // the state and carry its modulation; the server's have not.
+            assert_eq!(
+                seqs(vec![st], NATTED),
+                Some(Seqs {
+                    client: shifted(plain().client, CD),
+                    server: plain().server,
+                })
+            );
+            // Inside (the stack key): the other way round.
+            assert_eq!(
+                seqs(vec![st], CLIENT),
+                Some(Seqs {
+                    client: plain().client,
+                    server: shifted(plain().server, SD),
+                })
+            );
+        }
+
+        #[test]
+        fn modulation_of_unknown_end_gives_nothing() {
+            let mut c = client_peer();
+            c.seqdiff = 0x1000_0000;
+            // No NAT: both keys match, the capture may be either end.
+            let k = key(CLIENT, SERVER);
+            assert_eq!(
+                seqs(vec![state(Dir::In, k, k, c, server_peer())], CLIENT),
+                None
+            );
+            // NAT pins the end, but a second state of the connection (on
+            // the inside interface) may see either numbering.
+            let inside = state(Dir::In, k, k, client_peer(), server_peer());
+            let outside = natted(c, server_peer());
+            assert_eq!(seqs(vec![inside, outside], CLIENT), None);
+        }
+
+        #[test]
+        fn several_plain_states_join_into_the_widest_range() {
+            let k = key(CLIENT, SERVER);
+            let inside = state(Dir::In, k, k, client_peer(), server_peer());
+            // The outside state saw a little more of both sides.
+            let outside = natted(peer(1200, 9300, 2000), peer(5100, 11200, 4000));
+            let got = seqs(vec![inside, outside], CLIENT).unwrap();
+            assert_eq!(
+                got.client,
+                SeqRange {
+                    lo: 1000u32.wrapping_sub(4000),
+                    hi: 9300
+                }
+            );
+            assert_eq!(
+                got.server,
+                SeqRange {
+                    lo: 3000,
+                    hi: 11200
+                }
+            );
+        }
+
+        #[test]
+        fn unfollowed_windows_give_nothing() {
+            let k = key(CLIENT, SERVER);
+            let mut sloppy = state(Dir::In, k, k, client_peer(), server_peer());
+            sloppy.sloppy = 1;
+            assert_eq!(seqs(vec![sloppy], CLIENT), None);
+            // The server has not sent since pf met the connection.
+            let silent = state(Dir::In, k, k, client_peer(), peer(0, 1, 1));
+            assert_eq!(seqs(vec![silent], CLIENT), None);
+        }
+
+        #[test]
+        fn not_in_the_table_is_none() {
+            assert_eq!(seqs(vec![], CLIENT), None);
+            assert_eq!(seqs(vec![decoy()], CLIENT), None);
+            // Only TCP states of this family are ever copied out, but a
+            // key of another family must not match by its bytes.
+            let mut k = key(CLIENT, SERVER);
+            k.af = crate::firewall::pf::ffi::AF_INET6;
+            assert_eq!(
+                seqs(
+                    vec![state(Dir::In, k, k, client_peer(), server_peer())],
+                    CLIENT
+                ),
+                None
+            );
+        }
+
+        #[test]
+        fn too_many_states_of_one_connection_are_not_trusted() {
+            let k = key(CLIENT, SERVER);
+            let st = state(Dir::In, k, k, client_peer(), server_peer());
+            assert_eq!(seqs(vec![st; MAX_MATCHES + 1], CLIENT), None);
+            assert_eq!(seqs(vec![st; MAX_MATCHES], CLIENT), Some(plain()));
+        }
+
+        #[test]
+        fn a_table_too_large_is_not_read_and_counted() {
+            let k = key(CLIENT, SERVER);
+            let mut dev = Recorder::new();
+            dev.table = vec![state(Dir::In, k, k, client_peer(), server_peer())];
+            dev.other_states = MAX_DUMP_BYTES / STATE_BYTES;
+            let mut e = engine(dev, RuleOptions::default());
+            for n in 1..=3 {
+                assert_eq!(e.seqs(sa(CLIENT), sa(SERVER)).unwrap(), None);
+                assert_eq!(e.tables_too_large, n);
+            }
+            // Logged the first time, then at 2, 4, 8...
+            let logged: Vec<u64> = (1..=9).filter(|&n| worth_logging(n)).collect();
+            assert_eq!(logged, vec![1, 2, 4, 8]);
+            // One state fewer and the table is read.
+            e.dev.other_states -= 1;
+            assert_eq!(e.seqs(sa(CLIENT), sa(SERVER)).unwrap(), Some(plain()));
+            assert_eq!(e.tables_too_large, 3);
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! The narrow, stable interface to `pfglue.c`: two flat `#[repr(C)]`
-//! structs and a handful of functions.
+//! The narrow, stable interface to `pfglue.c`: a few flat `#[repr(C)]`
+//! structs (a rule, a state lookup, a state of the table) and a handful of
+//! functions.
 //!
 //! Nothing here knows pf's own structures; the C file is compiled against
 //! the system's `<net/pfvar.h>` and maps these flat values onto them. The
@@ -79,6 +80,72 @@ pub(crate) struct FlatNatlook {
     pub(crate) rsaddr: [u8; 16],
 }
 
+/// What a pf state knows of one side of a TCP connection, in host order
+/// and in that side's own numbering (before any modulation the state adds
+/// once its segments pass).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct FlatPeer {
+    /// Highest sequence number sent, plus its length.
+    pub(crate) seqlo: u32,
+    /// Right edge of the window the other side granted (its ack + window).
+    pub(crate) seqhi: u32,
+    /// Added to this side's numbers once they pass the state (`modulate
+    /// state`, `synproxy state`); 0 for none.
+    pub(crate) seqdiff: u32,
+    /// Largest window this side advertised, before scaling.
+    pub(crate) max_win: u16,
+    /// Window scale shift this side offered.
+    pub(crate) wscale: u8,
+    /// 1 when this side offered window scaling.
+    pub(crate) scaled: u8,
+}
+
+/// One key of a state: its two endpoints (addresses left-aligned, ports in
+/// network byte order).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct FlatKey {
+    pub(crate) af: u8,
+    pub(crate) pad: [u8; 3],
+    pub(crate) port: [u16; 2],
+    pub(crate) addr: [[u8; 16]; 2],
+}
+
+/// Index of the wire key (addresses as on the state's interface) and of the
+/// stack key (as the host's stack sees them) in [`FlatState::key`]
+/// (`PF_SK_WIRE`, `PF_SK_STACK`, asserted in the C file).
+#[cfg(any(
+    test,
+    target_os = "freebsd",
+    target_os = "openbsd",
+    target_os = "macos"
+))]
+pub(crate) const SK_WIRE: usize = 0;
+#[cfg(any(
+    test,
+    target_os = "freebsd",
+    target_os = "openbsd",
+    target_os = "macos"
+))]
+pub(crate) const SK_STACK: usize = 1;
+
+/// One TCP state of pf's table, in the shape `ftps_pf_states` fills.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct FlatState {
+    /// Direction of the packet that created the state (1 in, 2 out).
+    pub(crate) dir: u8,
+    /// 1 when the state does not follow windows (`keep state (sloppy)`).
+    pub(crate) sloppy: u8,
+    pub(crate) pad: [u8; 2],
+    /// The wire key, then the stack key; they differ under NAT.
+    pub(crate) key: [FlatKey; 2],
+    /// The side that sent the packet creating the state.
+    pub(crate) src: FlatPeer,
+    pub(crate) dst: FlatPeer,
+}
+
 // The same numbers as the _Static_asserts in pfglue.c.
 const _: () = {
     assert!(std::mem::size_of::<FlatRule>() == 168);
@@ -91,6 +158,15 @@ const _: () = {
     assert!(std::mem::offset_of!(FlatNatlook, saddr) == 8);
     assert!(std::mem::offset_of!(FlatNatlook, daddr) == 24);
     assert!(std::mem::offset_of!(FlatNatlook, rsaddr) == 40);
+    assert!(std::mem::size_of::<FlatPeer>() == 16);
+    assert!(std::mem::offset_of!(FlatPeer, max_win) == 12);
+    assert!(std::mem::size_of::<FlatKey>() == 40);
+    assert!(std::mem::offset_of!(FlatKey, port) == 4);
+    assert!(std::mem::offset_of!(FlatKey, addr) == 8);
+    assert!(std::mem::size_of::<FlatState>() == 116);
+    assert!(std::mem::offset_of!(FlatState, key) == 4);
+    assert!(std::mem::offset_of!(FlatState, src) == 84);
+    assert!(std::mem::offset_of!(FlatState, dst) == 100);
 };
 
 /// Address bytes in network order, left-aligned in 16 bytes, and the af.
@@ -206,8 +282,17 @@ impl FlatNatlook {
 unsafe extern "C" {
     pub fn ftps_rule_size() -> usize;
     pub fn ftps_natlook_size() -> usize;
+    pub fn ftps_state_size() -> usize;
     pub fn ftps_pf_running(fd: libc::c_int) -> libc::c_int;
     pub fn ftps_pf_natlook(fd: libc::c_int, q: *mut FlatNatlook) -> libc::c_int;
+    pub fn ftps_pf_states(
+        fd: libc::c_int,
+        q: *const FlatNatlook,
+        max_bytes: usize,
+        out: *mut FlatState,
+        cap: u32,
+        total: *mut u32,
+    ) -> libc::c_int;
     pub fn ftps_pf_begin(
         fd: libc::c_int,
         anchor: *const libc::c_char,

@@ -18,6 +18,8 @@
 //! - `engine`: `PfEngine`, transactions, state check, per-session
 //!   bookkeeping, anchor names and clean-up over any `PfDevice` (tested on
 //!   Linux against a recording fake, with scripted liveness);
+//! - `window`: a connection's sequence windows from the states a dump of
+//!   the table copied out (pure), for a pickup to agree with;
 //! - the devices: `device::BsdDevice` (the real `/dev/pf`, FreeBSD/OpenBSD)
 //!   and `firewall::macos::MacDevice` (the pfctl crate); `firewall::open`
 //!   gives the engine either one and `alive::process_alive`, the liveness
@@ -53,3 +55,10 @@ pub(crate) mod engine;
     target_os = "macos"
 ))]
 pub(crate) mod seam;
+#[cfg(any(
+    test,
+    target_os = "freebsd",
+    target_os = "openbsd",
+    target_os = "macos"
+))]
+pub(crate) mod window;

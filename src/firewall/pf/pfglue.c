@@ -4,8 +4,8 @@
  * pf's structs differ between FreeBSD and OpenBSD and change between
  * OpenBSD releases, so instead of mirroring them in Rust this file is
  * compiled by build.rs against the system's own <net/pfvar.h>.  Rust talks
- * to it through two flat structs (ftps_rule, ftps_natlook) whose layout is
- * checked on both sides: _Static_assert here, const assertions in
+ * to it through flat structs (ftps_rule, ftps_natlook, ftps_state) whose
+ * layout is checked on both sides: _Static_assert here, const assertions in
  * src/firewall/pf/ffi.rs, with the same numbers.  Every function returns 0
  * (or a positive count/flag) on success and -errno on failure; none keeps
  * state, the caller owns the /dev/pf descriptor.
@@ -66,6 +66,38 @@ struct ftps_natlook {
 	uint8_t rsaddr[16]; /* out: real (pre-NAT) source address */
 };
 
+/* What a state knows of one side of a TCP connection, flat and in host
+ * order: the highest sequence number it sent (seqlo), the right edge of
+ * the window the other side granted it (seqhi), the modulation added to
+ * its numbers once they pass the state (seqdiff), its largest window
+ * before scaling and its scale.  Mirrored by ffi::FlatPeer. */
+struct ftps_peer {
+	uint32_t seqlo;
+	uint32_t seqhi;
+	uint32_t seqdiff;
+	uint16_t max_win;
+	uint8_t wscale;    /* shift, PF_WSCALE_MASK bits */
+	uint8_t scaled;    /* 1: the side offered window scaling */
+};
+
+/* One key of a state: its two endpoints.  Mirrored by ffi::FlatKey. */
+struct ftps_key {
+	uint8_t af;        /* FTPS_AF_INET or FTPS_AF_INET6 */
+	uint8_t pad[3];
+	uint16_t port[2];  /* network byte order */
+	uint8_t addr[2][16];
+};
+
+/* One TCP state, flat.  Mirrored by ffi::FlatState. */
+struct ftps_state {
+	uint8_t dir;       /* FTPS_DIR_*: of the packet that created it */
+	uint8_t sloppy;    /* 1: windows not followed (keep state sloppy) */
+	uint8_t pad[2];
+	struct ftps_key key[2];  /* the wire key, then the stack key */
+	struct ftps_peer src;    /* the side that sent that packet */
+	struct ftps_peer dst;
+};
+
 /* The layout probe: the Rust side asserts the same numbers, so a change on
  * either side without the other fails the build. */
 _Static_assert(sizeof(struct ftps_rule) == 168, "ftps_rule size");
@@ -78,6 +110,15 @@ _Static_assert(sizeof(struct ftps_natlook) == 56, "ftps_natlook size");
 _Static_assert(offsetof(struct ftps_natlook, saddr) == 8, "ftps_natlook.saddr");
 _Static_assert(offsetof(struct ftps_natlook, daddr) == 24, "ftps_natlook.daddr");
 _Static_assert(offsetof(struct ftps_natlook, rsaddr) == 40, "ftps_natlook.rsaddr");
+_Static_assert(sizeof(struct ftps_peer) == 16, "ftps_peer size");
+_Static_assert(offsetof(struct ftps_peer, max_win) == 12, "ftps_peer.max_win");
+_Static_assert(sizeof(struct ftps_key) == 40, "ftps_key size");
+_Static_assert(offsetof(struct ftps_key, port) == 4, "ftps_key.port");
+_Static_assert(offsetof(struct ftps_key, addr) == 8, "ftps_key.addr");
+_Static_assert(sizeof(struct ftps_state) == 116, "ftps_state size");
+_Static_assert(offsetof(struct ftps_state, key) == 4, "ftps_state.key");
+_Static_assert(offsetof(struct ftps_state, src) == 84, "ftps_state.src");
+_Static_assert(offsetof(struct ftps_state, dst) == 100, "ftps_state.dst");
 
 /* And the flat names must fit what pf accepts. */
 _Static_assert(sizeof(((struct pf_rule *)0)->tagname) == 64, "PF_TAG_NAME_SIZE");
@@ -86,11 +127,34 @@ _Static_assert(sizeof(((struct pf_rule *)0)->qname) == 64, "PF_QNAME_SIZE");
 _Static_assert(TH_FIN == 0x01 && TH_SYN == 0x02 && TH_RST == 0x04 &&
     TH_ACK == 0x10, "TH_* bits");
 _Static_assert(PF_LOG == 0x01, "PF_LOG");
+/* The state fields read below, as the kernel exports them. */
+#if defined(DIOCGETSTATESV2)
+typedef struct pf_state_export ftps_kstate;
+typedef struct pf_state_peer_export ftps_kpeer;
+_Static_assert(sizeof(ftps_kstate) == 384, "pf_state_export size");
+#define FTPS_GETSTATES DIOCGETSTATESV2
+#elif defined(__OpenBSD__)
+typedef struct pfsync_state ftps_kstate;
+typedef struct pfsync_state_peer ftps_kpeer;
+#define FTPS_GETSTATES DIOCGETSTATES
+#endif
+#ifdef FTPS_GETSTATES
+_Static_assert(sizeof(((ftps_kstate *)0)->key) / sizeof(((ftps_kstate *)0)->key[0]) == 2,
+    "two state keys");
+_Static_assert(PF_SK_WIRE == 0 && PF_SK_STACK == 1, "PF_SK_*");
+_Static_assert(sizeof(((ftps_kpeer *)0)->seqlo) == 4 &&
+    sizeof(((ftps_kpeer *)0)->seqhi) == 4 &&
+    sizeof(((ftps_kpeer *)0)->seqdiff) == 4 &&
+    sizeof(((ftps_kpeer *)0)->max_win) == 2 &&
+    sizeof(((ftps_kpeer *)0)->wscale) == 1, "pf state peer fields");
+_Static_assert(PF_WSCALE_FLAG == 0x80 && PF_WSCALE_MASK == 0x0f, "PF_WSCALE_*");
+#endif
 
 /* Size of the flat structs as this object sees them, for a run-time check
  * from Rust as well. */
 size_t ftps_rule_size(void) { return sizeof(struct ftps_rule); }
 size_t ftps_natlook_size(void) { return sizeof(struct ftps_natlook); }
+size_t ftps_state_size(void) { return sizeof(struct ftps_state); }
 
 static int
 neg_errno(void)
@@ -388,4 +452,153 @@ ftps_pf_anchor_name(int fd, const char *parent, uint32_t nr, char *out,
 		return neg_errno();
 	rs.name[sizeof rs.name - 1] = '\0';
 	return copy_name(out, outlen, rs.name);
+}
+
+#ifdef FTPS_GETSTATES
+/* Our af code for a kernel af, 0 for any other. */
+static uint8_t
+from_af(sa_family_t af)
+{
+	if (af == AF_INET)
+		return FTPS_AF_INET;
+	if (af == AF_INET6)
+		return FTPS_AF_INET6;
+	return 0;
+}
+
+static void
+flat_peer(struct ftps_peer *out, const ftps_kpeer *p)
+{
+	/* The export is in network byte order (pf_state_peer_hton). */
+	out->seqlo = ntohl(p->seqlo);
+	out->seqhi = ntohl(p->seqhi);
+	out->seqdiff = ntohl(p->seqdiff);
+	out->max_win = ntohs(p->max_win);
+	out->wscale = p->wscale & PF_WSCALE_MASK;
+	out->scaled = (p->wscale & PF_WSCALE_FLAG) ? 1 : 0;
+}
+
+/* 1 when the flat key's endpoints are the query's, in either order. */
+static int
+key_is(const struct ftps_key *k, const struct ftps_natlook *q)
+{
+	size_t alen = q->af == FTPS_AF_INET ? 4 : 16;
+
+	if (k->af != q->af)
+		return 0;
+	if (memcmp(k->addr[0], q->saddr, alen) == 0 &&
+	    memcmp(k->addr[1], q->daddr, alen) == 0 &&
+	    k->port[0] == q->sport && k->port[1] == q->dport)
+		return 1;
+	return memcmp(k->addr[1], q->saddr, alen) == 0 &&
+	    memcmp(k->addr[0], q->daddr, alen) == 0 &&
+	    k->port[1] == q->sport && k->port[0] == q->dport;
+}
+
+static void
+flat_state(struct ftps_state *out, const ftps_kstate *s)
+{
+	int i, j;
+	uint8_t af;
+
+	memset(out, 0, sizeof *out);
+	out->dir = s->direction == PF_OUT ? FTPS_DIR_OUT : FTPS_DIR_IN;
+	out->sloppy = (s->state_flags & htons(PFSTATE_SLOPPY)) ? 1 : 0;
+	for (i = 0; i < 2; i++) {
+#ifdef __OpenBSD__
+		af = from_af(s->key[i].af);	/* af-to: the keys may differ */
+#else
+		af = from_af(s->af);
+#endif
+		out->key[i].af = af;
+		for (j = 0; j < 2; j++) {
+			memcpy(out->key[i].addr[j], &s->key[i].addr[j],
+			    af == FTPS_AF_INET ? 4 : 16);
+			out->key[i].port[j] = s->key[i].port[j];
+		}
+	}
+	flat_peer(&out->src, &s->src);
+	flat_peer(&out->dst, &s->dst);
+}
+#endif
+
+/*
+ * Read the whole state table (one DIOCGETSTATES[V2]) and copy out, flat,
+ * the TCP states with either key naming the query's two endpoints, in
+ * either order: at most `cap` into `out`.  Returns how many matched (may
+ * exceed cap), -EFBIG when the table would take more than `max_bytes` to
+ * read, -EOPNOTSUPP where this system exports no windows, or -errno;
+ * `*total` is the number of states read (or estimated, for -EFBIG).
+ * States added between sizing and reading may be missed.
+ */
+int
+ftps_pf_states(int fd, const struct ftps_natlook *q, size_t max_bytes,
+    struct ftps_state *out, uint32_t cap, uint32_t *total)
+{
+#ifdef FTPS_GETSTATES
+#ifdef DIOCGETSTATESV2
+	struct pfioc_states_v2 ps;
+#else
+	struct pfioc_states ps;
+#endif
+	struct ftps_state flat;
+	ftps_kstate *buf;
+	size_t len, n, i;
+	int matched = 0;
+
+	*total = 0;
+	if (q->af != FTPS_AF_INET && q->af != FTPS_AF_INET6)
+		return -EAFNOSUPPORT;
+	memset(&ps, 0, sizeof ps);
+#ifdef DIOCGETSTATESV2
+	ps.ps_req_version = PF_STATE_VERSION;
+#endif
+	/* A zero length asks only for the size. */
+	if (ioctl(fd, FTPS_GETSTATES, &ps) == -1)
+		return neg_errno();
+	len = (size_t)ps.ps_len;
+	/* Room for the table to grow a quarter while it is copied. */
+	len += len / 4 + 16 * sizeof(ftps_kstate);
+	if (len > max_bytes) {
+		*total = (uint32_t)((size_t)ps.ps_len / sizeof(ftps_kstate));
+		return -EFBIG;
+	}
+	if ((buf = malloc(len)) == NULL)
+		return -ENOMEM;
+#ifdef DIOCGETSTATESV2
+	ps.ps_len = (int)len;
+	ps.ps_states = buf;
+#else
+	ps.ps_len = len;
+	ps.ps_states = buf;
+#endif
+	if (ioctl(fd, FTPS_GETSTATES, &ps) == -1) {
+		int rc = neg_errno();
+
+		free(buf);
+		return rc;
+	}
+	n = (size_t)ps.ps_len / sizeof(ftps_kstate);
+	for (i = 0; i < n; i++) {
+		if (buf[i].proto != IPPROTO_TCP)
+			continue;
+		flat_state(&flat, &buf[i]);
+		if (!key_is(&flat.key[0], q) && !key_is(&flat.key[1], q))
+			continue;
+		if ((uint32_t)matched < cap)
+			out[matched] = flat;
+		matched++;
+	}
+	free(buf);
+	*total = (uint32_t)n;
+	return matched;
+#else
+	(void)fd;
+	(void)q;
+	(void)max_bytes;
+	(void)out;
+	(void)cap;
+	*total = 0;
+	return -EOPNOTSUPP;
+#endif
 }

@@ -6,8 +6,25 @@
 //! C glue) and `firewall::macos::MacDevice` (the pfctl crate). pf cannot
 //! exist on Linux, so the tests use a recording fake here.
 
-use super::ffi::{FlatNatlook, FlatRule};
+use super::ffi::{FlatNatlook, FlatRule, FlatState};
 use crate::firewall::Error;
+
+/// What a read of the state table gave.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(
+    all(target_os = "macos", not(test)),
+    expect(dead_code, reason = "macOS's device reads no windows")
+)]
+pub(crate) enum Dump {
+    /// The table was read: `states` in all, `matched` of them TCP states
+    /// of the queried connection (the first `out.len()` of them copied).
+    Read { states: usize, matched: usize },
+    /// The table would take more than the byte limit to read: about
+    /// `states` states; nothing was read.
+    TooLarge { states: usize },
+    /// This device cannot export sequence windows.
+    Unsupported,
+}
 
 /// Tickets of an open transaction: the ruleset ticket from DIOCXBEGIN and,
 /// where the OS wants one with every rule (FreeBSD), the address-pool
@@ -35,6 +52,19 @@ pub(crate) trait PfDevice {
     fn rollback(&mut self, anchor: &str, ticket: Ticket) -> Result<(), Error>;
     /// DIOCGETRULESETS/DIOCGETRULESET: names of the anchors under `parent`.
     fn list_anchors(&mut self, parent: &str) -> Result<Vec<String>, Error>;
+    /// DIOCGETSTATES (OpenBSD) or DIOCGETSTATESV2 (FreeBSD): read the whole
+    /// state table if that takes at most `max_bytes`, and copy into `out`
+    /// the TCP states whose wire or stack key names `q`'s two endpoints, in
+    /// either order (`q.dir` is not used). The default, for devices that
+    /// cannot read windows (macOS through the pfctl crate), says so.
+    fn states(
+        &mut self,
+        _q: &FlatNatlook,
+        _max_bytes: usize,
+        _out: &mut [FlatState],
+    ) -> Result<Dump, Error> {
+        Ok(Dump::Unsupported)
+    }
 }
 
 /// `/dev/pf` opened read-write, as both real devices need it.
@@ -70,7 +100,12 @@ pub(crate) mod fake {
         Commit(String, Ticket),
         Rollback(String, Ticket),
         List(String),
+        States { max_bytes: usize },
     }
+
+    /// Bytes one state takes in the kernel's export (FreeBSD's
+    /// `pf_state_export`), for the fake's size limit.
+    pub(crate) const STATE_BYTES: usize = 384;
 
     #[derive(Default)]
     pub(crate) struct Recorder {
@@ -82,6 +117,11 @@ pub(crate) mod fake {
         pub(crate) anchors: BTreeMap<String, Vec<FlatRule>>,
         /// Make add_rule fail for this port (host order).
         pub(crate) fail_port: Option<u16>,
+        /// The state table `states` answers from, all returned whatever
+        /// the query (the engine must pick the connection's own).
+        pub(crate) table: Vec<FlatState>,
+        /// States the table holds besides `table`, counted for its size.
+        pub(crate) other_states: usize,
         next_ticket: u32,
         open: BTreeMap<String, (Ticket, Vec<FlatRule>)>,
     }
@@ -171,6 +211,26 @@ pub(crate) mod fake {
             self.calls.push(Call::Rollback(anchor.to_string(), ticket));
             self.open.remove(anchor);
             Ok(())
+        }
+
+        fn states(
+            &mut self,
+            _q: &FlatNatlook,
+            max_bytes: usize,
+            out: &mut [FlatState],
+        ) -> Result<Dump, Error> {
+            self.calls.push(Call::States { max_bytes });
+            let states = self.table.len() + self.other_states;
+            if states * STATE_BYTES > max_bytes {
+                return Ok(Dump::TooLarge { states });
+            }
+            for (slot, st) in out.iter_mut().zip(&self.table) {
+                *slot = *st;
+            }
+            Ok(Dump::Read {
+                states,
+                matched: self.table.len(),
+            })
         }
 
         fn list_anchors(&mut self, parent: &str) -> Result<Vec<String>, Error> {
