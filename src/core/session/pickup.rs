@@ -239,8 +239,8 @@ fn picked_lines(g: Glimpse) -> Lines {
 mod tests {
     use std::net::SocketAddr;
 
-    use super::super::tests::segment;
-    use super::super::{Decisions, Note};
+    use super::super::tests::{note_text, segment};
+    use super::super::Decisions;
     use super::*;
     use crate::core::ftp::Negotiation;
 
@@ -281,13 +281,9 @@ mod tests {
             };
             let seg = segment(src, dst, seq, ack, PSH_ACK, data);
             let notes = &mut self.notes;
-            let ds = self.sess.on_segment(&seg, 1, &mut |n| {
-                notes.push(match n {
-                    Note::Command(l) => format!("command: {}", String::from_utf8_lossy(l)),
-                    Note::Reply(l) => format!("reply: {}", String::from_utf8_lossy(l)),
-                    other => format!("{other:?}"),
-                })
-            });
+            let ds = self
+                .sess
+                .on_segment(&seg, 1, &mut |n| notes.push(note_text(n)));
             if ds.verify {
                 // The engine asks the state table, which knows it.
                 self.verifies += 1;

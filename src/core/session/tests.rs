@@ -39,6 +39,19 @@ pub(super) fn segment<'a>(
     }
 }
 
+/// A note as the tests compare it: `command: PASV`, `Contested`.
+pub(super) fn note_text(n: Note<'_>) -> String {
+    let text = |what: &str, l: &[u8]| format!("{what}: {}", String::from_utf8_lossy(l));
+    match n {
+        Note::Command(l) => text("command", l),
+        Note::Reply(l) => text("reply", l),
+        Note::Active(l) => text("active", l),
+        Note::Passive(l) => text("passive", l),
+        Note::Malformed(l) => text("malformed", l),
+        other => format!("{other:?}"),
+    }
+}
+
 /// A client SYN.
 pub(super) fn syn(client: SocketAddr, server: SocketAddr, isn: u32) -> Segment<'static> {
     segment(client, server, isn, 0, Flags::SYN, b"")
@@ -154,16 +167,8 @@ impl Conv {
             tweak(&mut seg);
         }
         let notes = &mut self.notes;
-        self.sess.on_segment(&seg, self.now, &mut |n| {
-            notes.push(match n {
-                Note::Command(l) => format!("command: {}", String::from_utf8_lossy(l)),
-                Note::Reply(l) => format!("reply: {}", String::from_utf8_lossy(l)),
-                Note::Active(l) => format!("active: {}", String::from_utf8_lossy(l)),
-                Note::Passive(l) => format!("passive: {}", String::from_utf8_lossy(l)),
-                Note::Malformed(l) => format!("malformed: {}", String::from_utf8_lossy(l)),
-                other => format!("{other:?}"),
-            })
-        })
+        self.sess
+            .on_segment(&seg, self.now, &mut |n| notes.push(note_text(n)))
     }
 
     /// The next in-sequence client segment, acknowledging all server bytes.
