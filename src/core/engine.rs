@@ -250,6 +250,12 @@ impl Engine {
                     }
                 }
                 Decision::Withdraw { port, why } => withdraw(&mut *self.fw, sess, port, why),
+                Decision::Reset => {
+                    if !sess.rules().is_empty() {
+                        logmsg!(Level::Notice, "#{id} pickup contested: its holes removed");
+                    }
+                    clear_rules(&mut *self.fw, sess);
+                }
                 Decision::Open(open) => {
                     let cfg = &self.cfg;
                     let line = &self.passive;

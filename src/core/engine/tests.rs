@@ -291,3 +291,43 @@ fn a_pickup_outside_the_tables_sequence_windows_is_refused() {
         assert_eq!(e.stats.committed, u64::from(!refused), "{client:?}");
     }
 }
+
+#[test]
+fn a_contested_pickup_loses_what_it_opened() {
+    use pcapgen::ACK;
+    let (mut e, script) = engine("port 21");
+    let (c, s) = (sa(C), sa(S));
+    let pa = PSH | ACK;
+    // A pair spoofed on both sides, then a PASV and 227 in its numbers.
+    let forged = [
+        ethernet_tcp(c, s, 70_000, 90_000, pa, b"NOOP\r\n"),
+        ethernet_tcp(s, c, 90_000, 70_006, pa, b"200 ok\r\n"),
+        ethernet_tcp(c, s, 70_006, 90_008, pa, b"PASV\r\n"),
+        ethernet_tcp(
+            s,
+            c,
+            90_008,
+            70_012,
+            pa,
+            b"227 Entering Passive Mode (198,51,100,2,12,234)\r\n",
+        ),
+    ];
+    run(&mut e, &forged);
+    assert_eq!(
+        calls(&script),
+        [
+            "lookup(192.0.2.2:40594, 198.51.100.2:21)",
+            "replace(1, [], [192.0.2.2>198.51.100.2:3306])"
+        ]
+    );
+    // The real endpoints, in their own numbers: contested, the hole goes.
+    let mut conv = Conversation::new(c, s, 1, 2);
+    let _ = conv.handshake();
+    let real = [conv.client(b"TYPE I\r\n"), conv.server(b"200 ok\r\n")];
+    run(&mut e, &real);
+    assert_eq!(
+        calls(&script),
+        ["replace(1, [192.0.2.2>198.51.100.2:3306], [])"]
+    );
+    assert_eq!(e.stats.contested, 1);
+}

@@ -127,6 +127,9 @@ pub enum Decision {
     Verify,
     /// Close the active hole for `port`, if it is the session's current one.
     Withdraw { port: u16, why: Withdrawal },
+    /// Remove whatever the session has open: a contested pickup may have
+    /// opened it on a spoofer's word.
+    Reset,
     /// Open a negotiation (replacing the session's rules).
     Open(Open),
     /// The connection ended: remove the session and its rules.
@@ -134,13 +137,15 @@ pub enum Decision {
 }
 
 /// What one segment decided, carried out in this order: ignored, verify,
-/// withdraw, open, end. Fixed size: a segment's many lines fold into at
-/// most one of each, since each open replaces the session's rules anyway.
+/// withdraw, reset, open, end. Fixed size: a segment's many lines fold
+/// into at most one of each, since each open replaces the session's rules
+/// anyway.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Decisions {
     pub ignored: Option<Reject>,
     pub verify: bool,
     pub withdraw: Option<(u16, Withdrawal)>,
+    pub reset: bool,
     pub open: Option<Open>,
     pub end: bool,
 }
@@ -151,6 +156,7 @@ impl Decisions {
         self.ignored.is_none()
             && !self.verify
             && self.withdraw.is_none()
+            && !self.reset
             && self.open.is_none()
             && !self.end
     }
@@ -158,13 +164,14 @@ impl Decisions {
     /// The decisions, in the order they must be carried out. Lazy: only
     /// the ones present are built (an `Open` carries its line).
     pub fn iter(&self) -> impl Iterator<Item = Decision> + '_ {
-        (0..5).filter_map(move |i| match i {
+        (0..6).filter_map(move |i| match i {
             0 => self.ignored.map(Decision::Ignored),
             1 => self.verify.then_some(Decision::Verify),
             2 => self
                 .withdraw
                 .map(|(port, why)| Decision::Withdraw { port, why }),
-            3 => self.open.map(Decision::Open),
+            3 => self.reset.then_some(Decision::Reset),
+            4 => self.open.map(Decision::Open),
             _ => self.end.then_some(Decision::End),
         })
     }
@@ -636,6 +643,9 @@ impl Session {
         if !(near(&self.c2s, c.seq) && near(&self.s2c, s.seq) && pickup::agree(&c, &s)) {
             if self.on_probation() && self.contest(c, s) {
                 notes(Note::Contested);
+                ds.open = None;
+                ds.withdraw = None;
+                ds.reset = true;
             }
             return;
         }

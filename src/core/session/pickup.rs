@@ -33,7 +33,8 @@
 //! directions, the pickup is on probation: a later pair of segments that
 //! agree with each other but not with the positions taken (a connection
 //! whose real endpoints contradict what a spoofer sent first) starts the
-//! pickup over from that pair.
+//! pickup over from that pair, and what the session had open goes
+//! ([`Decision::Reset`](super::Decision::Reset)).
 
 use super::{Candidate, Gate, Lines, MAX_GAP, Phase, Seq, Session, Stream};
 use crate::core::decode::{Checksum, Control, Flags, Segment};
@@ -239,8 +240,8 @@ fn picked_lines(g: Glimpse) -> Lines {
 mod tests {
     use std::net::SocketAddr;
 
-    use super::super::tests::{note_text, segment};
     use super::super::Decisions;
+    use super::super::tests::{note_text, segment};
     use super::*;
     use crate::core::ftp::Negotiation;
 
@@ -406,10 +407,17 @@ mod tests {
         let mut m = Mid::new();
         m.seg(true, 70_000, 90_000, b"NOOP\r\n");
         assert!(m.seg(false, 90_000, 70_006, b"200 ok\r\n").verify);
+        // On its word, a passive hole opens (as it could for the client's
+        // own connection).
+        m.seg(true, 70_006, 90_008, b"PASV\r\n");
+        let ds = m.seg(false, 90_008, 70_012, P227);
+        assert_eq!(Mid::opened(&ds), PASSIVE);
         // The real endpoints talk: out of the spoofed windows, but they
-        // agree with each other, so the pickup starts over from them.
-        m.client(b"TYPE I\r\n");
-        m.server(b"200 ok\r\n");
+        // agree with each other, so the pickup starts over from them, and
+        // what the spoofer's pickup opened goes.
+        assert!(!m.client(b"TYPE I\r\n").reset);
+        let ds = m.server(b"200 ok\r\n");
+        assert!(ds.reset && ds.open.is_none(), "{ds:?}");
         assert!(m.notes.contains(&"Contested".to_string()), "{:?}", m.notes);
         m.client(b"PASV\r\n");
         assert_eq!(Mid::opened(&m.server(P227)), PASSIVE);
