@@ -2,9 +2,9 @@
 //! daemon did not see (it was restarted, or a standby firewall took the
 //! traffic over).
 //!
-//! Such a session starts in [`Phase::PickingUp`] from any acknowledging
-//! segment of the connection (the engine decides that: one end on a
-//! control port, that end is the server). Nothing in it is read until the
+//! Such a session starts in [`Phase::PickingUp`] from an acknowledging
+//! segment with data of the connection (the engine decides that: one end
+//! on a control port, that end is the server). Nothing in it is read until the
 //! two directions agree: the latest segment from each side is kept as a
 //! [`Glimpse`] (sequence range and acknowledgement, no bytes), and the two
 //! agree when the server's acknowledges the client's from its first byte
@@ -16,10 +16,10 @@
 //! On agreement each direction continues after its glimpse: its lines
 //! start there only when the glimpse carried bytes ending in `\n` (a
 //! proven line boundary: the agreement put those bytes where the receiver
-//! is), else at the first end of line that follows. No command is queued from before, so a reply
-//! opens nothing until its command was read after the pickup; replies
-//! pair again only once the server acknowledged a client line boundary
-//! (the gate after a gap). The window scale of the handshake is unknown:
+//! is), else at the first end of line that follows. No command is queued
+//! from before, so a reply opens nothing until its command was read after
+//! the pickup; replies pair again only once the server acknowledged a
+//! client line boundary (the gate after a gap). The window scale of the handshake is unknown:
 //! the receive-window edge stays unknown (the window of [`MAX_GAP`]
 //! applies) for the session's life. Timestamps are checked (PAWS) when
 //! both glimpses carried them, as only a connection that negotiated them
