@@ -1,8 +1,9 @@
 //! The pipeline: one captured frame in, firewall changes out.
 //!
 //! `Engine::packet` decodes a frame, routes the segment to its session
-//! (a new one only from a SYN to a control port) and carries out what the
-//! session decided ([`Decisions`](crate::core::session::Decisions)): it alone asks the state table, runs
+//! (a new one from a SYN to a control port, or, for a connection met
+//! mid-stream, a pickup from a segment with data on a control port) and
+//! carries out what the session decided ([`Decisions`](crate::core::session::Decisions)): it alone asks the state table, runs
 //! the policy, commits or removes rules, counts and logs. `Engine::tick`
 //! does the periodic work (half-open and rule expiry, state-table
 //! re-checks). Time is whatever the caller says it is (microseconds): the
