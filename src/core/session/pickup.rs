@@ -43,14 +43,12 @@ use crate::core::firewall::Seqs;
 /// How far a pickup may be from the state table's windows.
 const TABLE_SLACK: u32 = 1 << 16;
 
-/// What is kept of one side's latest segment while picking up.
+/// What is kept of one side's latest segment while picking up: its range
+/// and acknowledgement as a resynchronisation [`Candidate`] is kept, and
+/// what the receiver's rules need of it. No bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Glimpse {
-    pub seq: Seq,
-    pub end: Seq,
-    pub ack: Seq,
-    /// The segment carried bytes and its last one was `\n`.
-    pub eol: bool,
+    pub seg: Candidate,
     /// Raw window field (the scale is unknown).
     pub window: u16,
     pub tsval: Option<u32>,
@@ -59,10 +57,12 @@ pub(crate) struct Glimpse {
 impl Glimpse {
     fn of(seg: &Segment<'_>) -> Glimpse {
         Glimpse {
-            seq: Seq(seg.seq),
-            end: Seq(seg.seq) + seg.payload.len() as u32,
-            ack: Seq(seg.ack),
-            eol: seg.payload.last() == Some(&b'\n'),
+            seg: Candidate {
+                seq: Seq(seg.seq),
+                end: Seq(seg.seq) + seg.payload.len() as u32,
+                ack: Seq(seg.ack),
+                eol: seg.payload.last() == Some(&b'\n'),
+            },
             window: seg.window,
             tsval: seg.opts.timestamp.map(|(val, _)| val),
         }
@@ -79,30 +79,11 @@ pub(crate) struct Pickup {
     synced: Option<(Seq, Seq)>,
 }
 
-/// A segment's range and acknowledgement.
-pub(crate) trait Span {
-    fn span(&self) -> (Seq, Seq, Seq);
-}
-
-impl Span for Glimpse {
-    fn span(&self) -> (Seq, Seq, Seq) {
-        (self.seq, self.end, self.ack)
-    }
-}
-
-impl Span for Candidate {
-    fn span(&self) -> (Seq, Seq, Seq) {
-        (self.seq, self.end, self.ack)
-    }
-}
-
 /// Each side's acknowledgement falls within the other's segment: the
 /// client's from its first byte up to at most its last, and the same way
 /// round.
-pub(crate) fn agree(c: &impl Span, s: &impl Span) -> bool {
-    let (cs, ce, ca) = c.span();
-    let (ss, se, sa) = s.span();
-    sa >= cs && sa <= ce && ca >= ss && ca <= se
+pub(crate) fn agree(c: &Candidate, s: &Candidate) -> bool {
+    s.ack >= c.seq && s.ack <= c.end && c.ack >= s.seq && c.ack <= s.end
 }
 
 impl Session {
@@ -132,7 +113,7 @@ impl Session {
         let (Some(c), Some(s)) = (p.client, p.server) else {
             return false;
         };
-        if !agree(&c, &s) {
+        if !agree(&c.seg, &s.seg) {
             return false;
         }
         self.sync(c, s);
@@ -143,10 +124,10 @@ impl Session {
     /// Both directions continue after their glimpses.
     fn sync(&mut self, c: Glimpse, s: Glimpse) {
         let ts = c.tsval.zip(s.tsval);
-        self.c2s = picked_stream(c, s.ack, s.window, ts.map(|(c, _)| c));
-        self.s2c = picked_stream(s, c.ack, c.window, ts.map(|(_, s)| s));
-        self.c2s_lines = picked_lines(c);
-        self.s2c_lines = picked_lines(s);
+        self.c2s = picked_stream(c.seg, s.seg.ack, s.window, ts.map(|(c, _)| c));
+        self.s2c = picked_stream(s.seg, c.seg.ack, c.window, ts.map(|(_, s)| s));
+        self.c2s_lines = picked_lines(c.seg);
+        self.s2c_lines = picked_lines(s.seg);
         self.ftp.realign();
         self.gate = match self.c2s_lines.eol {
             Some(boundary) => Gate::After(boundary),
@@ -154,7 +135,7 @@ impl Session {
         };
         let p = self.pickup.get_or_insert_with(Box::default);
         **p = Pickup {
-            synced: Some((c.end, s.end)),
+            synced: Some((c.seg.end, s.seg.end)),
             ..Pickup::default()
         };
     }
@@ -175,11 +156,8 @@ impl Session {
         if !agree(&c, &s) {
             return false;
         }
-        let glimpse = |c: Candidate| Glimpse {
-            seq: c.seq,
-            end: c.end,
-            ack: c.ack,
-            eol: c.eol,
+        let glimpse = |seg| Glimpse {
+            seg,
             window: 0,
             tsval: None,
         };
@@ -210,7 +188,7 @@ impl Session {
 
 /// One direction continuing after glimpse `g`, which the receiver
 /// acknowledged up to `acked` with raw window `window`.
-fn picked_stream(g: Glimpse, acked: Seq, window: u16, ts: Option<u32>) -> Stream {
+fn picked_stream(g: Candidate, acked: Seq, window: u16, ts: Option<u32>) -> Stream {
     let mut st = Stream::new(g.end);
     // As if long established: old acknowledgements within a window are
     // tolerated, as for any connection past its first window.
@@ -226,7 +204,7 @@ fn picked_stream(g: Glimpse, acked: Seq, window: u16, ts: Option<u32>) -> Stream
 /// ended a line, else discarding to the next end of line. (The pair's
 /// agreement put the glimpse where the receiver is; a blind attacker
 /// cannot place bytes there.)
-fn picked_lines(g: Glimpse) -> Lines {
+fn picked_lines(g: Candidate) -> Lines {
     if g.eol {
         Lines::at(g.end)
     } else {
