@@ -3,11 +3,13 @@
 //! `Engine::packet` decodes a frame, routes the segment to its session
 //! (a new one from a SYN to a control port, or, for a connection met
 //! mid-stream, a pickup from a segment with data on a control port) and
-//! carries out what the session decided ([`Decisions`](crate::core::session::Decisions)): it alone asks the state table, runs
-//! the policy, commits or removes rules, counts and logs. `Engine::tick`
-//! does the periodic work (half-open and rule expiry, state-table
-//! re-checks). Time is whatever the caller says it is (microseconds): the
-//! capture's timestamps in offline mode, so a replay is deterministic.
+//! carries out what the session decided
+//! ([`Decisions`](crate::core::session::Decisions)): it alone asks the
+//! state table, runs the policy, commits or removes rules, counts and
+//! logs. `Engine::tick` does the periodic work (half-open and rule
+//! expiry, state-table re-checks). Time is whatever the caller says it is
+//! (microseconds): the capture's timestamps in offline mode, so a replay
+//! is deterministic.
 //!
 //! The per-packet path allocates nothing: decoding borrows the frame, the
 //! session lives in the table, complete lines are slices of the segment,
@@ -516,15 +518,12 @@ fn verify(
         Ok(State::Tracked { real_client }) => {
             if sess.picking_up() && !agrees_with_table(fw, sess) {
                 stats.untracked += 1;
-                if log::enabled(Level::Notice) && noisy.allow(ts) {
-                    let (c, s) = (sess.client, sess.server);
-                    log::log(
-                        Level::Notice,
-                        format_args!(
-                            "#{id} pickup refused: {c} to {s} outside the state table's sequence windows"
-                        ),
-                    );
-                }
+                refuse_pickup(
+                    sess,
+                    "outside the state table's sequence windows",
+                    noisy,
+                    ts,
+                );
                 return false;
             }
             sess.verified(Some(real_client));
@@ -532,16 +531,10 @@ fn verify(
         }
         Ok(State::NotTracked) => {
             stats.untracked += 1;
-            // Anyone can send segments that agree with each other: a
-            // pickup the state table does not know is rate-limited noise.
-            if !sess.picking_up() {
+            if sess.picking_up() {
+                refuse_pickup(sess, "not in statetable", noisy, ts);
+            } else {
                 logmsg!(Level::Notice, "#{id} session not in statetable");
-            } else if log::enabled(Level::Notice) && noisy.allow(ts) {
-                let (c, s) = (sess.client, sess.server);
-                log::log(
-                    Level::Notice,
-                    format_args!("#{id} pickup refused: {c} to {s} not in statetable"),
-                );
             }
             false
         }
@@ -550,6 +543,18 @@ fn verify(
             stats.untracked += 1;
             false
         }
+    }
+}
+
+/// Log, rate-limited, that a pickup was refused and `why`: anyone can
+/// send segments that agree with each other.
+fn refuse_pickup(sess: &Session, why: &str, noisy: &mut RateLimit, ts: u64) {
+    if log::enabled(Level::Notice) && noisy.allow(ts) {
+        let (id, c, s) = (sess.id, sess.client, sess.server);
+        log::log(
+            Level::Notice,
+            format_args!("#{id} pickup refused: {c} to {s} {why}"),
+        );
     }
 }
 

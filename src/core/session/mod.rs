@@ -11,9 +11,8 @@
 //! (see [`pickup`]: it syncs on a pair of segments that agree, then
 //! continues as below). From a SYN, it learns both initial sequence
 //! numbers and the options of the handshake (window scaling,
-//! timestamps), and asks the firewall's
-//! state table about the connection ([`Decision::Verify`], answered by
-//! [`Session::verified`]). Direction comes from the session's key: a
+//! timestamps), and asks the firewall's state table about the connection
+//! ([`Decision::Verify`], answered by [`Session::verified`]). Direction comes from the session's key: a
 //! segment whose source port is the server's control port comes from the
 //! server; addresses are never compared (an IPv4-mapped IPv6 address is the
 //! same endpoint as the IPv4 one).
