@@ -391,20 +391,26 @@ impl Nft {
         }
         let mut removed = 0;
         for chunk in stale.chunks(FLUSH_CHUNK) {
-            self.adds.clear();
-            self.dels.clear();
-            self.dels.extend(chunk.iter().map(|e| Del {
-                rule: e.rule,
-                seq: 0,
-                gone: false,
-            }));
-            self.commit(0)?;
+            self.delete(chunk.iter().map(|e| e.rule))?;
             removed += chunk.len();
         }
         if removed > 0 {
             logmsg!(Level::Notice, "removed {removed} stale holes");
         }
         Ok(())
+    }
+
+    /// Delete `rules` in one batch (at most [`FLUSH_CHUNK`] of them), as no
+    /// session's: elements already gone are skipped, as in any commit.
+    fn delete(&mut self, rules: impl Iterator<Item = Rule>) -> Result<(), Error> {
+        self.adds.clear();
+        self.dels.clear();
+        self.dels.extend(rules.map(|rule| Del {
+            rule,
+            seq: 0,
+            gone: false,
+        }));
+        self.commit(0)
     }
 
     /// Append the elements of `set` to `out` (NFT_MSG_GETSETELEM dump).
@@ -685,14 +691,7 @@ impl Firewall for Nft {
         all.extend(adopted.into_iter().filter(|r| !self.live.contains_key(r)));
         let mut first_err = None;
         for chunk in all.chunks(FLUSH_CHUNK) {
-            self.adds.clear();
-            self.dels.clear();
-            self.dels.extend(chunk.iter().map(|&rule| Del {
-                rule,
-                seq: 0,
-                gone: false,
-            }));
-            match self.commit(0) {
+            match self.delete(chunk.iter().copied()) {
                 Ok(()) => {
                     for r in chunk {
                         self.live.remove(r);
