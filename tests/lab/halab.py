@@ -163,6 +163,13 @@ class HALab(labpy.Lab):
         return d
 
 
+def session_lines(text, sport, *events):
+    """The lines of daemon log `text` about the session of client port
+    `sport` that tell one of `events` (`session picked up`, `session init`)."""
+    return [line for line in text.splitlines()
+            if any(e in line for e in events) and f":{sport}, server" in line]
+
+
 class FwDaemon(labpy.Daemon):
     """labpy.Daemon, on the named firewall of the HA lab."""
 

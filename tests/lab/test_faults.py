@@ -234,7 +234,7 @@ def test_restart_under_faults_picks_up(daemons, lab):  # noqa: F811
     packets are lost, duplicated and reordered (5 % each, both links, some
     lost after the capture saw them): the new daemon still picks the session
     up, and 10 of 10 later transfers in it work."""
-    from halab import Control
+    from halab import Control, session_lines
 
     d = daemons()
     c = Control(4, "pasv", timeout=OK_TIMEOUT)
@@ -255,8 +255,7 @@ def test_restart_under_faults_picks_up(daemons, lab):  # noqa: F811
         finally:
             impaired = labpy.lab("lab_netem_clear", check=False).stdout.strip()
         text = d2.text()
-        picked = [line for line in text.splitlines()
-                  if "session picked up" in line and f":{c.sport}, server" in line]
+        picked = session_lines(text, c.sport, "session picked up")
         assert ok == 10, f"{ok} of 10 under faults:\n{text[-4000:]}"
         assert len(picked) == 1, text
         print(f"\nrestart under 5 % loss, duplication and reordering ({how}): {ok} of 10 "

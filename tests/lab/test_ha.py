@@ -284,8 +284,7 @@ TRANSFERS = 10
 
 
 def picked_up_lines(d, sport):
-    return [line for line in d.text().splitlines()
-            if "session picked up: client " in line and f":{sport}, server " in line]
+    return halab.session_lines(d.text(), sport, "session picked up")
 
 
 def holes(elements):
@@ -448,10 +447,7 @@ table netdev fsha_antispoof {{
             raw.close()
         time.sleep(0.5)
         text = d.text()
-        sessions = [line for line in text.splitlines()
-                    if ("session picked up" in line or "session init" in line)
-                    and f":{c.sport}, server" in line]
-        assert sessions == [], text
+        assert halab.session_lines(text, c.sport, "session picked up", "session init") == [], text
         assert "allowing" not in text, text
         assert ha.elements("fw1") == [], text
         assert not labpy.probe(family, labpy.NS_C, labpy.NS_S, DB_PORT), "client reached 3306"
